@@ -1,0 +1,38 @@
+"""hwsim: a computer's memory hardware and the Linux kernel's memory allocators as actors on trio.
+
+This module only re-exports the public names; see ../shared/spec/api.md and docs/.
+"""
+
+from .config import CacheConfig as CacheConfig
+from .config import CachesConfig as CachesConfig
+from .config import DebugConfig as DebugConfig
+from .config import DmaConfig as DmaConfig
+from .config import LatencyConfig as LatencyConfig
+from .config import MachineConfig as MachineConfig
+from .config import TlbConfig as TlbConfig
+from .core.actor import Actor as Actor
+from .core.actor import handles as handles
+from .core.clock import CycleClock as CycleClock
+from .core.clock import current_cycle as current_cycle
+from .core.clock import sleep_cycles as sleep
+from .core.clock import sleep_until_cycle as sleep_until
+from .core.run import run as run
+from .core.trace import Tracer as Tracer
+from .devices.cpu import BatchResult as BatchResult
+from .errors import ActorCrashed as ActorCrashed
+from .errors import ConfigError as ConfigError
+from .errors import Deadlock as Deadlock
+from .errors import DmaFault as DmaFault
+from .errors import DmaMappingError as DmaMappingError
+from .errors import DoubleFree as DoubleFree
+from .errors import HwsimError as HwsimError
+from .errors import InvalidFree as InvalidFree
+from .errors import OutOfMemory as OutOfMemory
+from .errors import SegmentationFault as SegmentationFault
+from .machine import Machine as Machine
+from .machine import boot as boot
+from .units import PAGE_SHIFT as PAGE_SHIFT
+from .units import PAGE_SIZE as PAGE_SIZE
+from .units import parse_size as parse_size
+
+__version__ = "0.1.0"

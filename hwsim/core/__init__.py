@@ -1,0 +1,1 @@
+"""The actor runtime: knows trio, cycles and messages, and nothing about memory."""

@@ -1,0 +1,73 @@
+"""The errors hwsim raises.
+
+Every error a user can provoke is a :class:`HwsimError`. The messages speak the kernel's
+language ("page allocation failure", "Object already free", "rejecting DMA map of vmalloc
+memory") and say what a driver should do instead, so that a failing scenario teaches
+something rather than just stopping.
+"""
+
+from __future__ import annotations
+
+
+class HwsimError(Exception):
+    """Base class of every error hwsim raises on purpose.
+
+    Attributes:
+        actor: the name of the actor (unit or service) that raised it, when it came back
+            from a request; ``None`` when it was raised in the caller's own task.
+    """
+
+    actor: str | None = None
+
+
+class ConfigError(HwsimError, ValueError):
+    """A :class:`~hwsim.MachineConfig` field has a value the machine cannot be built with.
+
+    Attributes:
+        field: the name of the offending field (dotted for nested configs, ``"tlb.entries"``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class OutOfMemory(HwsimError):
+    """An allocation could not be satisfied: what Linux reports as a NULL return or -ENOMEM."""
+
+
+class InvalidFree(HwsimError):
+    """Freeing an address the allocator did not hand out, or with the wrong allocator."""
+
+
+class DoubleFree(InvalidFree):
+    """Freeing an object or page that is already free ("Object already free")."""
+
+
+class DmaMappingError(HwsimError):
+    """The DMA API refused a mapping (``dma_mapping_error()`` would return true)."""
+
+
+class DmaFault(HwsimError):
+    """A device accessed bus addresses outside of what was mapped for it."""
+
+
+class SegmentationFault(HwsimError):
+    """An illegal access by a CPU: unmapped address, guard page, wrong permission, or an
+    address beyond the end of physical memory."""
+
+    def __init__(self, message: str, address: int | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class Deadlock(HwsimError):
+    """Every task waits and nothing can wake them. The message names the wait-for cycle."""
+
+
+class ActorCrashed(HwsimError):
+    """An actor's task died of an error it did not hand back to a caller.
+
+    The machine cannot go on without the unit, so the whole machine stops with this error;
+    ``__cause__`` is the original exception.
+    """
