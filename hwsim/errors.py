@@ -70,4 +70,10 @@ class ActorCrashed(HwsimError):
 
     The machine cannot go on without the unit, so the whole machine stops with this error;
     ``__cause__`` is the original exception.
+
+    Attributes:
+        secondary: True for the error a caller receives because the actor it waited on
+            stopped; the reason why it stopped is reported by another error.
     """
+
+    secondary: bool = False

@@ -16,7 +16,11 @@ tests/core/test_trio_knobs.py (the canary) fails loudly if a release moves them.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
+from typing import Any
+
+from trio.lowlevel import Task
 
 from trio._core import _run as _trio_run
 
@@ -61,3 +65,37 @@ def idle_waiter_cushion() -> float | None:
         return None
     cushion, _ = waiting.keys()[0]
     return float(cushion)
+
+
+def await_chain(task: Task) -> list[str]:
+    """The qualified names of the coroutines ``task`` is suspended in, outermost first."""
+    names: list[str] = []
+    coro: Any = task.coro
+    while coro is not None:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        code = code or getattr(coro, "ag_code", None)
+        if code is not None:
+            names.append(code.co_qualname)
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
+    return names
+
+
+def waits_for_children(task: Task) -> bool:
+    """True if ``task`` is parked at the end of a nursery block, waiting for its children."""
+    return "Nursery._nested_child_finished" in await_chain(task)
+
+
+def busy_threads() -> int:
+    """Threads other than the main one that could still wake the run.
+
+    trio keeps finished ``to_thread`` workers alive for 10 s in a cache, idle; they will not
+    wake anything, so they do not count.
+    """
+    from trio._core import _thread_cache
+
+    idle = len(getattr(_thread_cache.THREAD_CACHE, "_idle_workers", ()))
+    return max(0, threading.active_count() - 1 - idle)

@@ -243,6 +243,7 @@ class Actor:
                 error = ActorCrashed(
                     f"actor {self.name!r} stopped before answering {type(req.msg).__name__}"
                 )
+                error.secondary = True  # a consequence: the reason is reported elsewhere
                 reschedule(req.task, outcome.Error(error))
 
     # ------------------------------------------------------------------ introspection

@@ -17,7 +17,6 @@ means someone waits for a message or event nobody is left to send.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import AsyncIterator
 
 import outcome
@@ -38,7 +37,7 @@ def _outside_wakeup_possible() -> bool:
     waiting = getattr(io, "tasks_waiting_read", 0) + getattr(io, "tasks_waiting_write", 0)
     if waiting > _trio_knobs.TRIO_OWN_IO_WAITERS:
         return True
-    return threading.active_count() > 1
+    return _trio_knobs.busy_threads() > 0
 
 
 def _all_tasks() -> list[Task]:
@@ -88,10 +87,14 @@ def describe_waits(now: int) -> str:
                     f"  {name} is handling {type(actor._current.msg).__name__} and blocked "
                     "outside hwsim"
                 )
-        elif task.child_nurseries or task.name.startswith("<") or task is current_task():
-            continue  # waits for its children, is trio's own, or is the watchdog
+        elif task.name.startswith("<") or task is current_task():
+            continue  # trio's own, or the watchdog
+        elif _trio_knobs.waits_for_children(task):
+            continue
         else:
-            lines.append(f"  {name} is blocked outside hwsim (a trio primitive nobody can set)")
+            chain = _trio_knobs.await_chain(task)
+            where = f" in {chain[-2]}" if len(chain) >= 2 else ""
+            lines.append(f"  {name} is blocked outside hwsim{where}, which nothing can wake")
 
     cycle = _find_cycle(edges)
     head = f"Deadlock at cycle {now}: every task is blocked and nothing can wake them."

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -42,7 +42,10 @@ def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException | No
             stack.extend(exc.exceptions)
         else:
             leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else None
+    # Callers left waiting by a crashed actor get a "secondary" error; the crash itself is
+    # the one worth raising.
+    primary = [leaf for leaf in leaves if not getattr(leaf, "secondary", False)] or leaves
+    return primary[0] if len(primary) == 1 else None
 
 
 @contextlib.contextmanager
@@ -82,6 +85,17 @@ def run(async_fn: Callable[..., Awaitable[T]], *args: Any, seed: int | None = No
         >>> hwsim.run(main)
         10
     """
+    return run_with_clock(async_fn, args, seed=seed)
+
+
+def run_with_clock(
+    async_fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...] = (),
+    *,
+    seed: int | None = None,
+    instruments: Sequence[trio.abc.Instrument] = (),
+) -> T:
+    """:func:`run` with trio instruments: the entry point the pytest plugin shares."""
     seed = validate_seed(seed)
 
     async def main() -> T:
@@ -90,6 +104,12 @@ def run(async_fn: Callable[..., Awaitable[T]], *args: Any, seed: int | None = No
                 return await async_fn(*args)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # Name the main task after the user's function, so deadlock reports and traces say
+    # "simulate waits for cpu0", not "main waits for cpu0".
+    for attr in ("__module__", "__name__", "__qualname__"):
+        value = getattr(async_fn, attr, None)
+        if isinstance(value, str):
+            setattr(main, attr, value)
     clock = CycleClock()
     with _trio_knobs.deterministic_scheduling(seed):
-        return trio.run(main, clock=clock)
+        return trio.run(main, clock=clock, instruments=instruments)
