@@ -124,7 +124,11 @@ class CacheConfig:
             raise ConfigError(
                 "cache.size", f"{self.size} bytes do not split into {self.ways} ways of {self.line}"
             )
-        _power_of_two("cache.size / (ways * line)", self.size // (self.ways * self.line))
+        sets = self.size // (self.ways * self.line)
+        if sets & (sets - 1):
+            raise ConfigError(
+                "cache.size", f"gives {sets} sets of {self.ways} ways; sets must be a power of two"
+            )
 
 
 @attrs.frozen(kw_only=True)

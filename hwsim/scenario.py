@@ -236,6 +236,12 @@ def _from_module(name: str, path: Path, module: ModuleType) -> Scenario:
 # ---------------------------------------------------------------------- running
 
 
+def machine_config(scenario: Scenario, seed: int | None = None) -> MachineConfig:
+    """The machine a scenario runs on: its CONFIG (or the default), with ``seed`` if given."""
+    config = scenario.config if scenario.config is not None else MachineConfig()
+    return config if seed is None else config.evolve(seed=seed)
+
+
 def run_scenario(
     scenario: Scenario | str | os.PathLike[str],
     *,
@@ -270,14 +276,12 @@ def run_scenario(
     """
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
+    config = machine_config(scenario, seed)
     if plot_path is not None and scenario.plot is None:
         raise NotAvailable(
             f"not available yet: scenario {scenario.name!r} cannot plot "
             "(it defines no `def plot(result, path)`)"
         )
-    config = scenario.config if scenario.config is not None else MachineConfig()
-    if seed is not None:
-        config = config.evolve(seed=seed)
     tracer = Tracer() if trace_path is not None else None
     function = scenario.function
 

@@ -1,0 +1,199 @@
+"""Timing helpers: interleaved repetitions, medians, and the figures and ratios a run reports.
+
+A 2-core CI machine drifts by several percent from one second to the next (other processes,
+frequency scaling, the GC). Comparing variants measured one after the other would mostly
+measure that drift, so :func:`interleave` alternates the variants round by round, rotating
+who goes first, and the figure is the median of the rounds.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+from collections.abc import Callable, Mapping
+
+import attrs
+
+# One repetition of a variant: runs it and returns host seconds per operation.
+Sample = Callable[[], float]
+
+
+@attrs.frozen
+class Settings:
+    """How hard to try. ``quick()`` is for CI (< 30 s in all), ``full()`` for the figures.
+
+    Attributes:
+        mode: "quick" or "full".
+        rounds: interleaved repetitions of each request/reply variant.
+        round_trips: round trips timed per repetition.
+        trace_rounds: interleaved repetitions of the tracing variants (their ratios are
+            compared against a 3 % target, so they get more rounds).
+        trace_round_trips: round trips timed per tracing repetition.
+        cpu_rounds: repetitions of the CPU access benchmarks.
+        timing_loads: ``await cpu.load`` calls per repetition.
+        atomic_loads: ``cpu.load_nowait`` calls per repetition.
+        batch: addresses in one batched ``cpu.access`` call.
+        boots: boots of the 64 GiB machine (the median is reported).
+        touched_pages: pages the boot probe stores to.
+    """
+
+    mode: str
+    rounds: int
+    round_trips: int
+    trace_rounds: int
+    trace_round_trips: int
+    cpu_rounds: int
+    timing_loads: int
+    atomic_loads: int
+    batch: int
+    boots: int
+    touched_pages: int
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            mode="quick",
+            rounds=3,
+            round_trips=3_000,
+            trace_rounds=5,
+            trace_round_trips=3_000,
+            cpu_rounds=3,
+            timing_loads=1_000,
+            atomic_loads=20_000,
+            batch=100_000,
+            boots=3,
+            touched_pages=1_000,
+        )
+
+    @classmethod
+    def full(cls) -> Settings:
+        return cls(
+            mode="full",
+            rounds=7,
+            round_trips=20_000,
+            trace_rounds=15,
+            trace_round_trips=20_000,
+            cpu_rounds=5,
+            timing_loads=10_000,
+            atomic_loads=100_000,
+            batch=100_000,
+            boots=7,
+            touched_pages=1_000,
+        )
+
+
+@attrs.frozen
+class Figure:
+    """One measured quantity: the median over its repetitions, and their range.
+
+    Attributes:
+        key: a stable identifier (the JSON key; ratios refer to figures by it).
+        label: what the table shows.
+        value: the median.
+        unit: e.g. "µs/round trip".
+        low, high: the smallest and largest repetition (equal to value if measured once).
+        repeats: how many repetitions the median is over.
+    """
+
+    key: str
+    label: str
+    value: float
+    unit: str
+    low: float
+    high: float
+    repeats: int = 1
+
+    @classmethod
+    def of(cls, key: str, label: str, samples: list[float], unit: str, scale: float) -> Figure:
+        """The median figure of ``samples`` (each multiplied by ``scale``, e.g. 1e6 for µs)."""
+        scaled = [s * scale for s in samples]
+        return cls(key, label, statistics.median(scaled), unit, min(scaled), max(scaled), len(scaled))
+
+    @classmethod
+    def single(cls, key: str, label: str, value: float, unit: str) -> Figure:
+        return cls(key, label, value, unit, value, value, 1)
+
+
+@attrs.frozen
+class Ratio:
+    """A ratio of two figures, optionally with a target it should stay under.
+
+    Attributes:
+        key: a stable identifier.
+        label: what the table shows ("hwsim / raw channel", ...).
+        value: the ratio.
+        below: the target bound, or None when the ratio is reported for information.
+        inclusive: True for "<= below", False for "< below".
+    """
+
+    key: str
+    label: str
+    value: float
+    below: float | None = None
+    inclusive: bool = False
+
+    @property
+    def target(self) -> str:
+        if self.below is None:
+            return ""
+        return f"{'<=' if self.inclusive else '<'} {self.below:g}"
+
+    @property
+    def passed(self) -> bool | None:
+        if self.below is None:
+            return None
+        return self.value <= self.below if self.inclusive else self.value < self.below
+
+
+@attrs.define
+class Section:
+    """The figures and ratios of one benchmark, plus anything the reader should know."""
+
+    title: str
+    figures: list[Figure] = attrs.Factory(list)
+    ratios: list[Ratio] = attrs.Factory(list)
+    notes: list[str] = attrs.Factory(list)
+
+    def figure(self, key: str) -> Figure:
+        for fig in self.figures:
+            if fig.key == key:
+                return fig
+        raise KeyError(key)
+
+    def ratio(
+        self,
+        key: str,
+        label: str,
+        numerator: str,
+        denominator: str,
+        *,
+        below: float | None = None,
+        inclusive: bool = False,
+    ) -> Ratio:
+        """Add (and return) the ratio of two of this section's figures, by key."""
+        ratio = Ratio(
+            key,
+            label,
+            self.figure(numerator).value / self.figure(denominator).value,
+            below,
+            inclusive,
+        )
+        self.ratios.append(ratio)
+        return ratio
+
+
+def interleave(variants: Mapping[str, Sample], rounds: int) -> dict[str, list[float]]:
+    """Run every variant ``rounds`` times, alternating, and collect each one's samples.
+
+    Round ``r`` starts with variant ``r mod k`` so that no variant always runs right after
+    the same neighbour (a variant that leaves garbage behind would otherwise always slow
+    down the same successor). The GC is emptied before every repetition for the same reason.
+    """
+    names = list(variants)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            gc.collect()
+            samples[name].append(variants[name]())
+    return samples

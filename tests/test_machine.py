@@ -1,0 +1,119 @@
+"""Booting, stats, shutdown, and the public namespace."""
+
+from __future__ import annotations
+
+import ast
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+import hwsim
+
+
+def test_a_machine_boots_and_shuts_down_under_hwsim_run() -> None:
+    async def main() -> tuple[int, list[str]]:
+        async with hwsim.boot(hwsim.MachineConfig(cpus=3)) as m:
+            names = sorted(m.stats())
+            await m.cpus[2].store(0, b"z")
+            return m.now, names
+
+    now, names = hwsim.run(main)
+    assert names == ["cpu0", "cpu1", "cpu2", "ram"]
+    assert now > 0
+
+
+def test_boot_outside_the_cycle_clock_says_what_to_do_instead() -> None:
+    async def main() -> None:
+        async with hwsim.boot():
+            pass
+
+    with pytest.raises(RuntimeError, match="hwsim.run"):
+        trio.run(main)
+
+
+@pytest.mark.hwsim
+async def test_boot_rejects_something_that_is_not_a_config() -> None:
+    with pytest.raises(TypeError, match="MachineConfig"):
+        async with hwsim.boot({"ram": "64MiB"}):  # type: ignore[arg-type]
+            pass
+
+
+@pytest.mark.hwsim
+async def test_an_error_in_the_body_comes_out_as_itself() -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with hwsim.boot():
+            raise KeyError("mine")
+
+
+@pytest.mark.hwsim
+async def test_leaving_the_block_stops_every_actor() -> None:
+    async with hwsim.boot() as m:
+        pass
+    with pytest.raises(hwsim.ActorCrashed, match="not running"):
+        await m.cpus[0].load(0, 1)
+
+
+@pytest.mark.machine(ram="16MiB", cpus=4, seed=9)
+async def test_the_machine_marker_configures_the_fixture(machine: hwsim.Machine) -> None:
+    assert (machine.config.ram, machine.config.cpus, machine.config.seed) == (16 << 20, 4, 9)
+    assert [cpu.name for cpu in machine.cpus] == ["cpu0", "cpu1", "cpu2", "cpu3"]
+
+
+async def test_every_test_gets_a_seed_derived_from_its_id(
+    machine: hwsim.Machine, hwsim_seed: int, request: pytest.FixtureRequest
+) -> None:
+    from hwsim.testing import seed_for
+
+    assert hwsim_seed == seed_for(request.node.nodeid)
+    assert machine.config.seed == hwsim_seed
+
+
+def test_a_64_gib_machine_boots_without_allocating_its_memory() -> None:
+    # RSS is measured in a fresh process; no time is asserted (speed lives in benchmarks/).
+    code = (
+        "import resource, hwsim\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "async def main():\n"
+        "    async with hwsim.boot(hwsim.MachineConfig(ram='64GiB')) as m:\n"
+        "        await m.cpus[0].store((64 << 30) - 8, b'top')\n"
+        "        return await m.cpus[0].load((64 << 30) - 8, 3), m.ram.model.pages_touched\n"
+        "print(hwsim.run(main), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split(")")
+    assert out[0] == "(b'top', 1"
+    assert int(out[1]) < 100 * 1024  # KiB: far below 64 GiB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+
+
+def test_the_public_namespace_only_re_exports_each_name_once() -> None:
+    source = Path(hwsim.__file__).read_text()
+    tree = ast.parse(source)
+    exported: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                assert alias.asname == alias.name or alias.asname is not None
+                exported.append(alias.asname or alias.name)
+        elif isinstance(node, ast.Assign):
+            assert [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__version__"]
+        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            raise AssertionError(f"hwsim/__init__.py should only re-export, found {ast.dump(node)}")
+    assert len(exported) == len(set(exported))
+    for name in exported:
+        assert getattr(hwsim, name) is not None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MachineConfig", "boot", "run", "Machine", "HwsimError", "ConfigError", "OutOfMemory",
+     "InvalidFree", "DoubleFree", "DmaMappingError", "DmaFault", "SegmentationFault", "Deadlock"],
+)
+def test_the_contracts_names_exist(name: str) -> None:
+    assert hasattr(hwsim, name)
+    if name.endswith(("Error", "Memory", "Free", "Fault", "Deadlock")):
+        assert issubclass(getattr(hwsim, name), hwsim.HwsimError)
