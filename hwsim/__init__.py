@@ -14,8 +14,8 @@ from .core.actor import Actor as Actor
 from .core.actor import handles as handles
 from .core.clock import CycleClock as CycleClock
 from .core.clock import current_cycle as current_cycle
-from .core.clock import sleep_cycles as sleep
-from .core.clock import sleep_until_cycle as sleep_until
+from .core.clock import sleep as sleep
+from .core.clock import sleep_until as sleep_until
 from .core.run import run as run
 from .core.trace import Tracer as Tracer
 from .devices.cpu import BatchResult as BatchResult

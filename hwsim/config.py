@@ -137,7 +137,7 @@ class CachesConfig:
 
     l1d: CacheConfig = attrs.field(factory=CacheConfig)
     l2: CacheConfig | None = attrs.field(
-        factory=lambda: CacheConfig(size="256KiB", ways=8, line=64)
+        factory=lambda: CacheConfig(size=256 << 10, ways=8, line=64)
     )
 
 

@@ -136,10 +136,11 @@ async def machine(request: pytest.FixtureRequest) -> AsyncIterator[Machine]:
     """A booted machine, configured with ``@pytest.mark.machine(...)``."""
     seed = _seed_of(request)
     config = _config_from_marker(request, seed)
-    tracer = request.getfixturevalue("hwsim_tracer") if "hwsim_tracer" in request.fixturenames else None
+    tracer = (
+        request.getfixturevalue("hwsim_tracer") if "hwsim_tracer" in request.fixturenames else None
+    )
     async with boot(config, tracer=tracer) as m:
         yield m
 
 
 __all__ = ["hwsim_seed", "hwsim_tracer", "machine", "seed_for"]
-

@@ -10,7 +10,12 @@ import hwsim
 
 def test_the_default_config_is_a_small_x86_64_board() -> None:
     config = hwsim.MachineConfig()
-    assert (config.ram, config.cpus, config.arch, config.dma_coherent) == (64 << 20, 2, "x86_64", False)
+    assert (config.ram, config.cpus, config.arch, config.dma_coherent) == (
+        64 << 20,
+        2,
+        "x86_64",
+        False,
+    )
     assert config.caches.l2 is not None
 
 

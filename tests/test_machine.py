@@ -31,7 +31,7 @@ def test_boot_outside_the_cycle_clock_says_what_to_do_instead() -> None:
         async with hwsim.boot():
             pass
 
-    with pytest.raises(RuntimeError, match="hwsim.run"):
+    with pytest.raises(RuntimeError, match=r"hwsim\.run"):
         trio.run(main)
 
 
@@ -83,8 +83,9 @@ def test_a_64_gib_machine_boots_without_allocating_its_memory() -> None:
         "        return await m.cpus[0].load((64 << 30) - 8, 3), m.ram.model.pages_touched\n"
         "print(hwsim.run(main), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.split(")")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split(")")
     assert out[0] == "(b'top', 1"
     assert int(out[1]) < 100 * 1024  # KiB: far below 64 GiB
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
@@ -110,8 +111,21 @@ def test_the_public_namespace_only_re_exports_each_name_once() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["MachineConfig", "boot", "run", "Machine", "HwsimError", "ConfigError", "OutOfMemory",
-     "InvalidFree", "DoubleFree", "DmaMappingError", "DmaFault", "SegmentationFault", "Deadlock"],
+    [
+        "MachineConfig",
+        "boot",
+        "run",
+        "Machine",
+        "HwsimError",
+        "ConfigError",
+        "OutOfMemory",
+        "InvalidFree",
+        "DoubleFree",
+        "DmaMappingError",
+        "DmaFault",
+        "SegmentationFault",
+        "Deadlock",
+    ],
 )
 def test_the_contracts_names_exist(name: str) -> None:
     assert hasattr(hwsim, name)

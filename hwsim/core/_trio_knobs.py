@@ -20,10 +20,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from trio.lowlevel import Task
-
 from trio._core import _run as _trio_run
-
+from trio.lowlevel import Task
 
 # trio's own task that serves TrioToken.run_sync_soon always waits to read its wakeup socket,
 # so an idle run shows one I/O waiter that is not a user's.

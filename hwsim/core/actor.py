@@ -155,7 +155,7 @@ class Actor:
         self._queue.append(req)
         if self._parked:
             self._parked = False
-            reschedule(self._task)
+            reschedule(self._task)  # type: ignore[arg-type]  # parked implies a task
         return await wait_task_rescheduled(req.abort)  # type: ignore[no-any-return]
 
     def post(self, msg: object, at: int | None = None) -> None:
@@ -169,7 +169,7 @@ class Actor:
         self._queue.append(Request(self, msg, int(trio.current_time()) if at is None else at, None))
         if self._parked:
             self._parked = False
-            reschedule(self._task)
+            reschedule(self._task)  # type: ignore[arg-type]  # parked implies a task
 
     # ------------------------------------------------------------------ server side
 

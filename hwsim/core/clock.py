@@ -69,7 +69,7 @@ def current_cycle() -> int:
     return int(trio.current_time())
 
 
-async def sleep_cycles(cycles: int) -> None:
+async def sleep(cycles: int) -> None:
     """Let ``cycles`` cycles of virtual time pass. Always a checkpoint.
 
     Raises:
@@ -80,6 +80,6 @@ async def sleep_cycles(cycles: int) -> None:
     await trio.sleep(cycles)
 
 
-async def sleep_until_cycle(cycle: int) -> None:
+async def sleep_until(cycle: int) -> None:
     """Wait until virtual time reaches ``cycle`` (at once if it already has). A checkpoint."""
     await trio.sleep_until(cycle)

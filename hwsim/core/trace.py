@@ -15,6 +15,7 @@ it and back to the caller, and counter tracks for the statistics recorded with
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -238,6 +239,6 @@ class Tracer:
             "otherData": {"time_unit": "1 trace microsecond = 1 cycle"},
         }
 
-    def write(self, path: str | Path) -> None:
+    def write(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_chrome` to ``path`` (open it at https://ui.perfetto.dev)."""
         Path(path).write_text(json.dumps(self.to_chrome(), indent=None) + "\n")

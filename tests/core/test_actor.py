@@ -107,11 +107,10 @@ async def test_an_unknown_message_is_refused_with_a_type_error() -> None:
 
 async def test_a_bug_in_a_handler_crashes_the_machine_with_an_error_naming_the_actor() -> None:
     with pytest.raises(hwsim.ActorCrashed, match="actor 'dma' crashed: KeyError") as info:
-        async with hwsim.boot(hwsim.MachineConfig(cpus=1)):
-            async with trio.open_nursery() as nursery:
-                echo = Echo("dma")
-                await started(nursery, echo)
-                await echo.call(Fail("bug"))
+        async with hwsim.boot(hwsim.MachineConfig(cpus=1)), trio.open_nursery() as nursery:
+            echo = Echo("dma")
+            await started(nursery, echo)
+            await echo.call(Fail("bug"))
     assert isinstance(info.value.__cause__, KeyError)
 
 
@@ -169,12 +168,11 @@ async def test_posted_messages_are_handled_without_a_reply() -> None:
 
 async def test_a_failing_posted_message_crashes_the_actor() -> None:
     with pytest.raises(hwsim.ActorCrashed, match="failed on a posted Fail message"):
-        async with hwsim.boot(hwsim.MachineConfig(cpus=1)):
-            async with trio.open_nursery() as nursery:
-                echo = Echo()
-                await started(nursery, echo)
-                echo.post(Fail("value"))
-                await trio.sleep(1)
+        async with hwsim.boot(hwsim.MachineConfig(cpus=1)), trio.open_nursery() as nursery:
+            echo = Echo()
+            await started(nursery, echo)
+            echo.post(Fail("value"))
+            await trio.sleep(1)
 
 
 def test_an_actor_needs_a_name() -> None:

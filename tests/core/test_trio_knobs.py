@@ -91,4 +91,4 @@ def test_the_knobs_are_restored_after_a_run() -> None:
         return bool(_run._ALLOW_DETERMINISTIC_SCHEDULING)
 
     assert hwsim.run(main, seed=1) is True
-    assert _run._ALLOW_DETERMINISTIC_SCHEDULING == before
+    assert before == _run._ALLOW_DETERMINISTIC_SCHEDULING

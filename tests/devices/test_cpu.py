@@ -36,8 +36,10 @@ async def test_an_access_beyond_ram_raises_and_the_machine_keeps_running(
     assert await cpu.load(0, 2) == b"ok"
 
 
-@pytest.mark.parametrize(("args", "error"), [((0, 0), ValueError), ((0, -4), ValueError),
-                                             ((0.5, 4), TypeError), ((0, "4"), TypeError)])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [((0, 0), ValueError), ((0, -4), ValueError), ((0.5, 4), TypeError), ((0, "4"), TypeError)],
+)
 @pytest.mark.machine(cpus=1)
 async def test_bad_load_arguments_raise_clear_errors(
     machine: hwsim.Machine, args: tuple[object, object], error: type[Exception]
@@ -71,14 +73,16 @@ async def test_a_batched_trace_costs_what_the_same_accesses_cost_one_by_one(
     assert result.summary()["accesses"] == 32
 
 
-
 @pytest.mark.machine(cpus=1)
 async def test_atomic_mode_gives_the_same_data_counts_and_cycles_as_timing_mode(
     machine: hwsim.Machine,
 ) -> None:
     cpu = machine.cpus[0]
     rng = np.random.default_rng(5)
-    ops = [(int(a) * 8, bool(w)) for a, w in zip(rng.integers(0, 4096, 200), rng.random(200) < 0.4, strict=True)]
+    ops = [
+        (int(a) * 8, bool(w))
+        for a, w in zip(rng.integers(0, 4096, 200), rng.random(200) < 0.4, strict=True)
+    ]
     timing_data = []
     for addr, write in ops:
         if write:

@@ -51,10 +51,13 @@ def test_an_access_beyond_ram_raises_segmentation_fault_naming_the_address(
     assert f"{info.value.address:#x}" in str(info.value)
 
 
-@pytest.mark.parametrize(("addr", "size", "error"), [(0, 0, ValueError), (0, -1, ValueError),
-                                                    ("0", 4, TypeError), (0, 2.0, TypeError)])
-def test_bad_arguments_are_refused_without_side_effects(addr: object, size: object,
-                                                        error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("addr", "size", "error"),
+    [(0, 0, ValueError), (0, -1, ValueError), ("0", 4, TypeError), (0, 2.0, TypeError)],
+)
+def test_bad_arguments_are_refused_without_side_effects(
+    addr: object, size: object, error: type[Exception]
+) -> None:
     ram = RamModel(size=1 << 20)
     with pytest.raises(error):
         ram.timed_read(addr, size, 0)  # type: ignore[arg-type]
@@ -77,13 +80,20 @@ def test_a_burst_charges_the_same_cycles_as_the_same_accesses_one_by_one() -> No
     one = RamModel(size=1 << 20)
     at = 7
     for a, s, w in zip(addrs, sizes, writes, strict=True):
-        at = (one.timed_write(int(a), bytes(int(s)), at) if w else one.timed_read(int(a), int(s), at))[1]
+        at = (
+            one.timed_write(int(a), bytes(int(s)), at) if w else one.timed_read(int(a), int(s), at)
+        )[1]
     burst = RamModel(size=1 << 20)
     latencies, done = burst.timed_burst(addrs, sizes, writes, 7)
     assert done == at
     assert int(latencies.sum()) == at - 7
-    assert (burst.reads, burst.writes, burst.bytes_read, burst.bytes_written, burst.busy_cycles) == (
-        one.reads, one.writes, one.bytes_read, one.bytes_written, one.busy_cycles)
+    assert (
+        burst.reads,
+        burst.writes,
+        burst.bytes_read,
+        burst.bytes_written,
+        burst.busy_cycles,
+    ) == (one.reads, one.writes, one.bytes_read, one.bytes_written, one.busy_cycles)
 
 
 def test_a_burst_leaving_ram_charges_nothing() -> None:
