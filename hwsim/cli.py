@@ -91,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``hwsim`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    """Run the ``hwsim`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 done, 1 the scenario failed, 2 a usage error.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -171,12 +175,14 @@ def _run(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_USAGE
     except Exception as exc:
-        return _failed(args, scenario.name, exc)
-    finally:
+        status = _failed(args, scenario.name, exc)
         if args.trace is not None and args.trace.exists():
-            print(f"wrote trace to {args.trace}", file=sys.stderr)
+            print(f"the trace up to the failure is in {args.trace}", file=sys.stderr)
+        return status
 
     _print_result(scenario, args.seed, result)
+    if args.trace is not None:
+        print(f"wrote trace to {args.trace}", file=sys.stderr)
     if args.json is not None:
         try:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -219,9 +225,7 @@ def _is_scalar(value: object) -> bool:
 
 def _is_rows(value: object) -> bool:
     return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(row, Mapping) for row in value)
+        isinstance(value, list) and bool(value) and all(isinstance(row, Mapping) for row in value)
     )
 
 
@@ -233,8 +237,9 @@ def format_value(value: object) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         # About four significant digits, at least one decimal so that it reads as a float.
-        magnitude = math.floor(math.log10(abs(value))) if value else 0
-        decimals = min(max(1, 3 - magnitude), 9)
+        if value == 0 or not math.isfinite(value):
+            return f"{value:.1f}"
+        decimals = min(max(1, 3 - math.floor(math.log10(abs(value)))), 9)
         return f"{value:,.{decimals}f}"
     if isinstance(value, str):
         return value
@@ -261,7 +266,7 @@ def result_tables(result: Mapping[str, Any], title: str = "result") -> list[Tabl
     tables: list[Table] = []
     scalars = {k: v for k, v in result.items() if not (isinstance(v, Mapping) or _is_rows(v))}
     if scalars:
-        table = Table(title=title, title_justify="left", show_header=False)
+        table = _titled_table(title, show_header=False)
         table.add_column("key", style="bold", overflow="fold")
         table.add_column("value", overflow="fold")
         for key, value in scalars.items():
@@ -275,11 +280,21 @@ def result_tables(result: Mapping[str, Any], title: str = "result") -> list[Tabl
     return tables
 
 
+def _titled_table(title: str, *, show_header: bool = True) -> Table:
+    # A table at least as wide as its title, so that the title is never wrapped.
+    return Table(
+        title=Text(title),
+        title_justify="left",
+        show_header=show_header,
+        min_width=len(title),
+    )
+
+
 def _rows_table(rows: list[Mapping[str, Any]], title: str) -> Table:
     columns: list[str] = []
     for row in rows:
         columns.extend(key for key in row if key not in columns)
-    table = Table(title=title, title_justify="left")
+    table = _titled_table(title)
     for column in columns:
         justify = _justify([row.get(column) for row in rows])
         table.add_column(Text(column), justify=justify, overflow="fold")

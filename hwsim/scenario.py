@@ -297,8 +297,9 @@ def run_scenario(
                     )
             result = await function(machine)
             if dump is not None and proc_dir is not None:
-                Path(proc_dir).mkdir(parents=True, exist_ok=True)
-                dump(proc_dir)
+                # Blocking file I/O inside the run is harmless here: virtual time stands
+                # still while the host writes, and nothing else is waiting on the host.
+                _dump_proc(dump, Path(proc_dir))
         return result
 
     try:
@@ -315,6 +316,11 @@ def run_scenario(
     if plot_path is not None and scenario.plot is not None:
         scenario.plot(result, Path(plot_path))
     return result
+
+
+def _dump_proc(dump: Callable[[Path], object], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    dump(directory)
 
 
 def to_jsonable(value: object, where: str = "value") -> Any:

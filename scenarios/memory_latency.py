@@ -23,6 +23,10 @@ stream books the channel from its first transfer to its last, so the second stre
 for the whole first one: it takes about twice as long (``slowdown`` ≈ 2 for that CPU) while
 ``channel_busy_share`` stays small. Which CPU goes first depends on the seed; the same seed
 gives the same numbers.
+
+Run it::
+
+    hwsim run memory_latency --seed 3 --json memory_latency.json
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ async def time_single_accesses(machine: hwsim.Machine) -> list[dict[str, Any]]:
     """One CPU alone: how long a load or a store of a given size takes, vs the formula."""
     cpu = machine.cpus[0]
     lat = machine.config.latency
-    rows = []
+    rows: list[dict[str, Any]] = []
     for kind, size in [("load", 8), ("load", 64), ("load", 4096), ("store", 64), ("store", 4096)]:
         start = machine.now
         if kind == "load":
@@ -107,7 +111,9 @@ async def time_single_accesses(machine: hwsim.Machine) -> list[dict[str, Any]]:
     return rows
 
 
-async def stream(machine: hwsim.Machine, cpus: list[int]) -> tuple[dict[int, hwsim.BatchResult], int]:
+async def stream(
+    machine: hwsim.Machine, cpus: list[int]
+) -> tuple[dict[int, hwsim.BatchResult], int]:
     """The given CPUs each read their 64 KiB buffer at the same time; return their results
     and the RAM channel's busy cycles during the run."""
     results: dict[int, hwsim.BatchResult] = {}
@@ -128,7 +134,7 @@ async def scenario(machine: hwsim.Machine) -> dict[str, Any]:
     single = await time_single_accesses(machine)
 
     everyone = list(range(len(machine.cpus)))
-    alone = {}
+    alone: dict[int, hwsim.BatchResult] = {}
     for i in everyone:
         results, _ = await stream(machine, [i])
         alone[i] = results[i]
@@ -136,30 +142,30 @@ async def scenario(machine: hwsim.Machine) -> dict[str, Any]:
     start = min(r.start for r in together.values())
     wall = max(r.done for r in together.values()) - start
 
-    rows = []
+    rows: list[dict[str, Any]] = []
+    per_access: dict[str, list[float]] = {"alone": [], "together": []}
     for i in everyone:
-        per_alone = alone[i].cycles / alone[i].accesses
-        for run, result in [("alone", alone[i]), ("together", together[i])]:
-            per_access = result.cycles / result.accesses
+        baseline = alone[i].cycles / alone[i].accesses
+        for run, result in (("alone", alone[i]), ("together", together[i])):
+            cycles_per_access = result.cycles / result.accesses
+            per_access[run].append(cycles_per_access)
             rows.append(
                 {
                     "cpu": machine.cpus[i].name,
                     "run": run,
                     "accesses": result.accesses,
                     "cycles": result.cycles,
-                    "cycles_per_access": per_access,
-                    "slowdown": per_access / per_alone,
+                    "cycles_per_access": cycles_per_access,
+                    "slowdown": cycles_per_access / baseline,
                 }
             )
-    alone_rows = [r for r in rows if r["run"] == "alone"]
-    together_rows = [r for r in rows if r["run"] == "together"]
     lat = machine.config.latency
     return {
         "data_read_back_ok": data["ok"],
         "interleaved_store_cycles_max": max(data["store_cycles"]),
         "interleaved_load_cycles_max": max(data["load_cycles"]),
-        "alone_cycles_per_access": mean(r["cycles_per_access"] for r in alone_rows),
-        "contended_cycles_per_access": mean(r["cycles_per_access"] for r in together_rows),
+        "alone_cycles_per_access": mean(per_access["alone"]),
+        "contended_cycles_per_access": mean(per_access["together"]),
         "contended_wall_cycles": wall,
         "channel_busy_share": busy / wall,
         "config": {

@@ -1,0 +1,194 @@
+"""Scenario loading and running, and every built-in scenario."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import hwsim
+from hwsim.scenario import (
+    InvalidScenario,
+    ScenarioNotFound,
+    list_scenarios,
+    load_scenario,
+    machine_config,
+    run_scenario,
+    to_jsonable,
+)
+
+BUILT_IN = list_scenarios()
+
+
+def write(tmp_path: Path, name: str, source: str) -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def test_the_built_in_scenarios_include_memory_latency() -> None:
+    assert "memory_latency" in BUILT_IN
+    info = BUILT_IN["memory_latency"]
+    assert info.path.name == "memory_latency.py"
+    assert info.summary.startswith("RAM latency and bandwidth")
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_every_built_in_scenario_runs_and_returns_a_json_able_dict(name: str) -> None:
+    scenario = load_scenario(name)
+    assert scenario.doc, "a scenario says what it teaches and what to expect"
+    result = run_scenario(scenario, seed=1)
+    assert isinstance(result, dict)
+    assert result
+    assert json.loads(json.dumps(result)) == result
+
+
+@pytest.fixture(scope="module")
+def memory_latency() -> dict[str, Any]:
+    return run_scenario("memory_latency", seed=0)
+
+
+def test_memory_latency_contended_streams_are_slower_than_alone(
+    memory_latency: dict[str, Any],
+) -> None:
+    assert memory_latency["contended_cycles_per_access"] > memory_latency["alone_cycles_per_access"]
+    rows = memory_latency["streaming"]
+    alone = {r["cpu"]: r["cycles"] for r in rows if r["run"] == "alone"}
+    together = {r["cpu"]: r["cycles"] for r in rows if r["run"] == "together"}
+    assert set(alone) == set(together) == {"cpu0", "cpu1"}
+    assert all(together[cpu] >= alone[cpu] for cpu in alone)
+    assert max(together[cpu] - alone[cpu] for cpu in alone) > 0
+
+
+def test_memory_latency_reads_back_what_it_wrote(memory_latency: dict[str, Any]) -> None:
+    assert memory_latency["data_read_back_ok"] is True
+    assert memory_latency["ram"]["writes"] > 0
+    assert memory_latency["ram"]["reads"] > 2 * 1024
+
+
+def test_memory_latency_single_accesses_follow_the_latency_formula(
+    memory_latency: dict[str, Any],
+) -> None:
+    rows = memory_latency["single_access"]
+    assert [r["cycles"] for r in rows] == [r["formula"] for r in rows]
+    assert {(r["access"], r["bytes"]): r["cycles"] for r in rows}[("load", 64)] == 104
+
+
+def test_memory_latency_is_reproducible_for_a_seed(memory_latency: dict[str, Any]) -> None:
+    assert run_scenario("memory_latency", seed=0) == memory_latency
+
+
+def test_an_unknown_name_raises_a_lookup_error_naming_the_known_ones() -> None:
+    with pytest.raises(LookupError, match="no scenario named 'nope'") as info:
+        load_scenario("nope")
+    assert isinstance(info.value, ScenarioNotFound)
+    assert "memory_latency" in info.value.known
+    assert isinstance(info.value, hwsim.HwsimError)
+
+
+def test_loading_by_path_gives_the_file_its_config_and_doc(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "tiny",
+        '''
+        """Tiny.
+
+        More words.
+        """
+        import hwsim
+        CONFIG = hwsim.MachineConfig(cpus=1, seed=9)
+
+        async def scenario(machine):
+            return {"cpus": len(machine.cpus)}
+        ''',
+    )
+    scenario = load_scenario(path)
+    assert (scenario.name, scenario.path, scenario.summary) == ("tiny", path.resolve(), "Tiny.")
+    assert scenario.config == hwsim.MachineConfig(cpus=1, seed=9)
+    assert scenario.plot is None
+    assert machine_config(scenario).seed == 9
+    assert machine_config(scenario, seed=4) == hwsim.MachineConfig(cpus=1, seed=4)
+    assert run_scenario(scenario) == {"cpus": 1}
+
+
+def test_a_scenario_without_config_runs_on_the_default_machine(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "plain",
+        "async def scenario(machine):\n    return {'cpus': len(machine.cpus)}\n",
+    )
+    scenario = load_scenario(str(path))
+    assert scenario.config is None
+    assert run_scenario(scenario) == {"cpus": hwsim.MachineConfig().cpus}
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("X = 1\n", "defines no `async def scenario"),
+        ("def scenario(machine):\n    return {}\n", "must be an `async def scenario"),
+        (
+            "CONFIG = {'cpus': 1}\nasync def scenario(machine):\n    return {}\n",
+            "CONFIG must be a hwsim.MachineConfig, got dict",
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_scenario_is_refused_clearly(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    path = write(tmp_path, "odd", source)
+    with pytest.raises(InvalidScenario, match=message):
+        load_scenario(path)
+
+
+def test_the_scenarios_own_error_comes_out_unwrapped(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "oops",
+        "async def scenario(machine):\n    raise KeyError('lost')\n",
+    )
+    with pytest.raises(KeyError, match="lost"):
+        run_scenario(path)
+
+
+def test_the_trace_is_written_even_when_the_scenario_fails(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "oops",
+        """
+        async def scenario(machine):
+            await machine.cpus[0].load(0, 8)
+            raise RuntimeError("after one load")
+        """,
+    )
+    trace = tmp_path / "trace.json"
+    with pytest.raises(RuntimeError, match="after one load"):
+        run_scenario(path, trace_path=trace)
+    names = {e["name"] for e in json.loads(trace.read_text())["traceEvents"]}
+    assert {"Load", "ReadPhys"} <= names
+
+
+def test_to_jsonable_turns_numpy_and_tuples_into_plain_python() -> None:
+    value = {"a": np.int32(3), "b": (np.float64(0.5), np.bool_(True)), "c": np.arange(3)}
+    plain = to_jsonable(value)
+    assert plain == {"a": 3, "b": [0.5, True], "c": [0, 1, 2]}
+    assert type(plain["a"]) is int
+    assert type(plain["b"][0]) is float
+    assert type(plain["b"][1]) is bool
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"x": object()}, r"result\['x'\] is a object"),
+        ({"x": [1.0, float("nan")]}, r"result\['x'\]\[1\] is nan"),
+        ({1: 2}, "has a key 1: JSON keys are strings"),
+    ],
+)
+def test_to_jsonable_names_the_value_json_cannot_hold(value: object, message: str) -> None:
+    with pytest.raises(InvalidScenario, match=message):
+        to_jsonable(value, "result")
