@@ -19,6 +19,10 @@ from .core.run import unwrap_single_error
 from .core.trace import Tracer
 from .devices.cpu import Cpu
 from .devices.ram import Ram, RamModel
+from .kernel.buddy import BuddyAllocator, BuddyService
+from .kernel.kernel import Kernel
+from .kernel.layout import layout_for
+from .units import PAGE_SHIFT
 
 
 class Machine:
@@ -28,6 +32,8 @@ class Machine:
         config: the :class:`MachineConfig` it was built from.
         cpus: the CPU units, ``cpus[i]`` named ``"cpu{i}"``.
         ram: the RAM unit.
+        kernel: the kernel's memory API (:class:`~hwsim.kernel.kernel.Kernel`), CPU 0's view.
+        layout: the kernel's virtual address layout (direct map, vmalloc range).
         random: a ``random.Random`` seeded from ``config.seed``, for workloads that want
             reproducible randomness.
         tracer: the :class:`~hwsim.Tracer` recording messages, or ``None``.
@@ -43,11 +49,18 @@ class Machine:
             tracer=tracer,
         )
         self.cpus = [Cpu(i, self.ram, tracer=tracer) for i in range(config.cpus)]
+        self.layout = layout_for(config.arch, config.ram)
+        self.buddy = BuddyService(
+            BuddyAllocator(config.ram >> PAGE_SHIFT, config.arch, config.cpus), tracer=tracer
+        )
+        self.kernel = Kernel(
+            buddy=self.buddy, buddy_model=self.buddy.model, layout=self.layout, nr_cpus=config.cpus
+        )
 
     @property
     def units(self) -> list[Actor]:
         """Every actor of the machine, in start-up order (devices before their users)."""
-        return [self.ram, *self.cpus]
+        return [self.ram, *self.cpus, self.buddy]
 
     @property
     def now(self) -> int:

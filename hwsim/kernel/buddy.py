@@ -31,8 +31,11 @@ an operation that finds it held waits (counted as contention). Per-CPU list hits
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from typing import Any
 
 import attrs
+
+from ..core.actor import Actor, handles
 
 from ..errors import DoubleFree, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT, format_size
@@ -689,3 +692,50 @@ class BuddyAllocator:
         reserved = sum(r.end_pfn - r.start_pfn for r in self.reservations)
         total = self.nr_free_pages() + self.nr_pcp_pages() + self.nr_allocated_pages()
         assert total + reserved == self.nr_pages, (total, reserved, self.nr_pages)
+
+
+# ---------------------------------------------------------------------- the actor
+
+
+@attrs.frozen
+class AllocPages:
+    order: int
+    gfp: int
+    cpu: int
+
+
+@attrs.frozen
+class FreePages:
+    pfn: int
+    order: int
+    cpu: int
+
+
+@attrs.frozen
+class AllocPagesBulk:
+    nr_pages: int
+    gfp: int
+    cpu: int
+
+
+class BuddyService(Actor):
+    """The page allocator as a service: answers AllocPages/FreePages/AllocPagesBulk."""
+
+    def __init__(self, model: BuddyAllocator, **kwargs: Any) -> None:
+        super().__init__("buddy", **kwargs)
+        self.model = model
+
+    @handles(AllocPages)
+    def _alloc(self, msg: AllocPages, at: int) -> tuple[int, int]:
+        return self.model.timed_alloc_pages(msg.order, msg.gfp, msg.cpu, at)
+
+    @handles(FreePages)
+    def _free(self, msg: FreePages, at: int) -> tuple[None, int]:
+        return self.model.timed_free_pages(msg.pfn, msg.order, msg.cpu, at)
+
+    @handles(AllocPagesBulk)
+    def _bulk(self, msg: AllocPagesBulk, at: int) -> tuple[list[int], int]:
+        return self.model.timed_alloc_pages_bulk(msg.nr_pages, msg.gfp, msg.cpu, at)
+
+    def statistics(self) -> BuddyStatistics:
+        return self.model.statistics()
