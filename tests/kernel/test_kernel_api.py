@@ -1,0 +1,104 @@
+"""machine.kernel: the kernel's memory API through the service actors."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+import hwsim
+from hwsim.kernel import gfp as G
+
+
+@pytest.mark.machine(cpus=1)
+async def test_alloc_pages_through_the_buddy_service_costs_cycles_and_aligns(
+    machine: hwsim.Machine,
+) -> None:
+    start = machine.now
+    pfn = await machine.kernel.alloc_pages(4)
+    assert pfn % 16 == 0
+    assert machine.now > start
+    await machine.kernel.free_pages(pfn, 4)
+    assert machine.stats()["buddy"]["allocs"] == 1
+    assert machine.stats()["buddy"]["frees"] == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_bad_free_raises_at_the_caller_and_changes_nothing(machine: hwsim.Machine) -> None:
+    pfn = await machine.kernel.alloc_pages(2)
+    before = dict(machine.buddy.model.free_block), dict(machine.buddy.model.allocated)
+    with pytest.raises(hwsim.InvalidFree, match="allocated with order 2") as info:
+        await machine.kernel.free_pages(pfn, 1)
+    assert info.value.actor == "buddy"
+    with pytest.raises(hwsim.InvalidFree, match="inside the order-2 block"):
+        await machine.kernel.free_pages(pfn + 1, 0)
+    assert (dict(machine.buddy.model.free_block), dict(machine.buddy.model.allocated)) == before
+    await machine.kernel.free_pages(pfn, 2)
+    with pytest.raises(hwsim.DoubleFree, match="already free"):
+        await machine.kernel.free_pages(pfn, 2)
+
+
+@pytest.mark.machine(cpus=1)
+async def test_bad_arguments_fail_in_the_callers_task_before_any_message(
+    machine: hwsim.Machine,
+) -> None:
+    with pytest.raises(ValueError, match="MAX_PAGE_ORDER"):
+        await machine.kernel.alloc_pages(11)
+    with pytest.raises(ValueError, match="two zones"):
+        await machine.kernel.alloc_pages(0, gfp=G.GFP_DMA | G.GFP_DMA32)
+    with pytest.raises(TypeError):
+        await machine.kernel.alloc_pages("3")  # type: ignore[arg-type]
+    assert machine.stats()["buddy"]["allocs"] == 0
+
+
+@pytest.mark.machine(ram="32MiB", cpus=1)
+async def test_exhausting_zone_dma_fails_with_the_kernels_message(machine: hwsim.Machine) -> None:
+    got = []
+    with pytest.raises(hwsim.OutOfMemory, match=r"page allocation failure: order:4, mode:0x1\(GFP_DMA\)"):
+        while True:
+            got.append(await machine.kernel.alloc_pages(4, gfp=hwsim.GFP_DMA))
+    assert all(pfn < (16 << 20) >> 12 for pfn in got)
+    assert any("page allocation failure: order:4" in line for line in machine.kernel.dmesg())
+
+
+@pytest.mark.machine(cpus=4)
+async def test_cpus_allocating_at_once_are_all_served_and_contention_is_counted(
+    machine: hwsim.Machine,
+) -> None:
+    owned: list[tuple[int, int]] = []
+
+    async def worker(cpu: int) -> None:
+        kernel = machine.kernel.on_cpu(cpu)
+        for i in range(30):
+            order = (i + cpu) % 4 + 1  # orders >= 1 take the zone lock
+            owned.append((await kernel.alloc_pages(order), order))
+
+    async with trio.open_nursery() as nursery:
+        for cpu in range(4):
+            nursery.start_soon(worker, cpu)
+    spans = sorted((pfn, pfn + (1 << order)) for pfn, order in owned)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
+    stats = machine.stats()["buddy"]
+    assert stats["allocs"] == 120
+    assert stats["lock_contended"] > 0 and stats["lock_wait_cycles"] > 0
+
+
+@pytest.mark.machine(cpus=1)
+async def test_bulk_allocation_is_one_request(
+    machine: hwsim.Machine, hwsim_tracer: hwsim.Tracer
+) -> None:
+    pfns = await machine.kernel.alloc_pages_bulk(50)
+    assert len(pfns) == len(set(pfns)) == 50
+    assert [r.kind for r in hwsim_tracer.records] == ["AllocPagesBulk"]
+
+
+@pytest.mark.machine(cpus=2)
+async def test_address_helpers_are_linux_arithmetic(machine: hwsim.Machine) -> None:
+    k = machine.kernel
+    assert k.page_address(5) == 0xFFFF888000000000 + 5 * 4096
+    assert k.virt_to_phys(k.phys_to_virt(0x123456)) == 0x123456
+    assert k.is_vmalloc_addr(0xFFFFC90000001000)
+    assert not k.is_vmalloc_addr(k.page_address(5))
+    with pytest.raises(ValueError, match="vmalloc_to_pfn"):
+        k.virt_to_phys(0xFFFFC90000001000)
+    with pytest.raises(ValueError, match="cpu must be"):
+        k.on_cpu(2)
