@@ -48,13 +48,15 @@ class Machine:
             RamModel(size=config.ram, latency=lat.ram, bytes_per_cycle=lat.ram_bytes_per_cycle),
             tracer=tracer,
         )
-        self.cpus = [Cpu(i, self.ram, tracer=tracer) for i in range(config.cpus)]
+        self.cpus = [
+            Cpu(i, self.ram, quantum=config.quantum, tracer=tracer) for i in range(config.cpus)
+        ]
         self.layout = layout_for(config.arch, config.ram)
         self.buddy = BuddyService(
             BuddyAllocator(config.ram >> PAGE_SHIFT, config.arch, config.cpus), tracer=tracer
         )
         self.kernel = Kernel(
-            buddy=self.buddy, buddy_model=self.buddy.model, layout=self.layout, nr_cpus=config.cpus
+            buddy=self.buddy, buddy_model=self.buddy.model, layout=self.layout, cpus=self.cpus
         )
 
     @property

@@ -144,11 +144,12 @@ class Cpu(Actor):
         (b'hello', 202)
     """
 
-    def __init__(self, index: int, ram: Ram, **kwargs: object) -> None:
+    def __init__(self, index: int, ram: Ram, *, quantum: int = 0, **kwargs: object) -> None:
         super().__init__(f"cpu{index}", **kwargs)  # type: ignore[arg-type]
         self.index = index
         self.ram = ram
-        self.cycle = 0  # the CPU's own clock: completion of its last access
+        self.quantum = quantum
+        self.cycle = 0  # the CPU's own clock: completion of its last operation
         self.loads = 0
         self.stores = 0
         self.bytes_loaded = 0
@@ -167,6 +168,21 @@ class Cpu(Actor):
     def _issue_cycle(self, now: int) -> int:
         return now if now > self.cycle else self.cycle
 
+    def issue_cycle(self) -> int:
+        """The cycle the CPU's next operation starts: its own clock or global time."""
+        return self._issue_cycle(int(trio.current_time()))
+
+    async def sync(self, done: int) -> None:
+        """Record that the CPU's work runs until ``done`` and let virtual time catch up.
+
+        With ``quantum == 0`` this sleeps until ``done``; otherwise only once the CPU is more
+        than ``quantum`` cycles ahead of global time (a TLM-2.0 quantum keeper).
+        """
+        if done > self.cycle:
+            self.cycle = done
+        if done - trio.current_time() > self.quantum:
+            await trio.sleep_until(done)
+
     def _retire(self, at: int, done: int) -> None:
         self.cycles += done - at
         self.cycle = done
@@ -181,13 +197,13 @@ class Cpu(Actor):
             ValueError, TypeError: a non-positive size or a non-integer address.
         """
         data, done = await self.call(Load(_check_addr(addr), _check_size(size)))
-        await trio.sleep_until(done)
+        await self.sync(done)
         return data  # type: ignore[no-any-return]
 
     async def store(self, addr: int, data: bytes) -> None:
         """Write ``data`` at ``addr``; virtual time advances by the access's latency."""
         _, done = await self.call(Store(_check_addr(addr), _check_data(data)))
-        await trio.sleep_until(done)
+        await self.sync(done)
 
     async def access(
         self, addrs: npt.ArrayLike, sizes: npt.ArrayLike = 8, writes: npt.ArrayLike = False
@@ -204,7 +220,7 @@ class Cpu(Actor):
         """
         burst = as_burst(addrs, sizes, writes)
         result, done = await self.call(burst)
-        await trio.sleep_until(done)
+        await self.sync(done)
         return result  # type: ignore[no-any-return]
 
     @handles(Load)

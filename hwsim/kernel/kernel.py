@@ -11,9 +11,10 @@ A ``Kernel`` runs "on" one CPU (per-CPU page lists and slabs are that CPU's);
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-import trio
+from ..devices.cpu import Cpu
 
 from ..core.actor import Actor
 from . import gfp as G
@@ -41,15 +42,17 @@ class Kernel:
         buddy: Actor,
         buddy_model: BuddyAllocator,
         layout: Layout,
-        nr_cpus: int,
+        cpus: Sequence[Cpu],
         cpu: int = 0,
         services: dict[str, Any] | None = None,
     ) -> None:
         self._buddy = buddy
         self.buddy_model = buddy_model
         self.layout = layout
-        self.nr_cpus = nr_cpus
+        self._cpus = cpus
+        self.nr_cpus = len(cpus)
         self.cpu = cpu
+        self._clock = cpus[cpu]
         self._services = services or {}
 
     def on_cpu(self, cpu: int) -> Kernel:
@@ -60,14 +63,16 @@ class Kernel:
             buddy=self._buddy,
             buddy_model=self.buddy_model,
             layout=self.layout,
-            nr_cpus=self.nr_cpus,
+            cpus=self._cpus,
             cpu=cpu,
             services=self._services,
         )
 
     async def _call(self, actor: Actor, msg: object) -> Any:
-        value, done = await actor.call(msg)
-        await trio.sleep_until(done)
+        # Kernel code runs on this CPU: it starts when the CPU is free and the CPU's clock
+        # (and, within the quantum, virtual time) moves to the reply's completion cycle.
+        value, done = await actor.call(msg, self._clock.issue_cycle())
+        await self._clock.sync(done)
         return value
 
     # ------------------------------------------------------------------ pages

@@ -135,3 +135,19 @@ async def test_batched_arguments_are_validated(machine: hwsim.Machine) -> None:
     with pytest.raises(hwsim.SegmentationFault):
         await cpu.access([0, machine.config.ram])
     assert cpu.statistics().loads == 0
+
+
+@pytest.mark.machine(cpus=1, quantum=10_000)
+async def test_with_a_quantum_a_cpu_runs_ahead_of_virtual_time_and_syncs_when_it_is_used_up(
+    machine: hwsim.Machine,
+) -> None:
+    cpu = machine.cpus[0]
+    for i in range(50):  # 50 loads of ~101 cycles: 5050 cycles, inside one quantum
+        await cpu.load(i * 64, 8)
+    assert machine.now == 0
+    assert cpu.cycle == 50 * 101
+    for i in range(100):  # crossing the quantum makes virtual time catch up
+        await cpu.load(i * 64, 8)
+    assert cpu.cycle == 150 * 101
+    assert 0 < machine.now <= cpu.cycle
+    assert cpu.statistics().cycles == 150 * 101  # the same cycles as with quantum 0
