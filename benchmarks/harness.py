@@ -17,6 +17,10 @@ import attrs
 # One repetition of a variant: runs it and returns host seconds per operation.
 Sample = Callable[[], float]
 
+# Round trips timed as one block, and done untimed first (to fill caches, specialise code).
+BLOCK = 500
+WARMUP = 200
+
 
 @attrs.frozen
 class Settings:
@@ -24,11 +28,10 @@ class Settings:
 
     Attributes:
         mode: "quick" or "full".
-        rounds: interleaved repetitions of each request/reply variant.
-        round_trips: round trips timed per repetition.
-        trace_rounds: interleaved repetitions of the tracing variants (their ratios are
-            compared against a 3 % target, so they get more rounds).
-        trace_round_trips: round trips timed per tracing repetition.
+        rounds: interleaved repetitions (fresh runs) of each request/reply variant.
+        round_trips: round trips timed per repetition, in blocks of BLOCK.
+        trace_runs: runs of the tracing benchmark.
+        trace_blocks: rounds per tracing run, each one block of every variant.
         cpu_rounds: repetitions of the CPU access benchmarks.
         timing_loads: ``await cpu.load`` calls per repetition.
         atomic_loads: ``cpu.load_nowait`` calls per repetition.
@@ -40,8 +43,8 @@ class Settings:
     mode: str
     rounds: int
     round_trips: int
-    trace_rounds: int
-    trace_round_trips: int
+    trace_runs: int
+    trace_blocks: int
     cpu_rounds: int
     timing_loads: int
     atomic_loads: int
@@ -53,15 +56,15 @@ class Settings:
     def quick(cls) -> Settings:
         return cls(
             mode="quick",
-            rounds=3,
-            round_trips=3_000,
-            trace_rounds=5,
-            trace_round_trips=3_000,
+            rounds=5,
+            round_trips=2_000,
+            trace_runs=1,
+            trace_blocks=150,
             cpu_rounds=3,
-            timing_loads=1_000,
+            timing_loads=2_000,
             atomic_loads=20_000,
             batch=100_000,
-            boots=3,
+            boots=10,
             touched_pages=1_000,
         )
 
@@ -69,15 +72,15 @@ class Settings:
     def full(cls) -> Settings:
         return cls(
             mode="full",
-            rounds=7,
-            round_trips=20_000,
-            trace_rounds=15,
-            trace_round_trips=20_000,
+            rounds=25,
+            round_trips=6_000,
+            trace_runs=5,
+            trace_blocks=200,
             cpu_rounds=5,
-            timing_loads=10_000,
+            timing_loads=20_000,
             atomic_loads=100_000,
             batch=100_000,
-            boots=7,
+            boots=30,
             touched_pages=1_000,
         )
 
@@ -92,7 +95,7 @@ class Figure:
         value: the median.
         unit: e.g. "µs/round trip".
         low, high: the smallest and largest repetition (equal to value if measured once).
-        repeats: how many repetitions the median is over.
+        samples: every repetition, in the order they ran (round by round).
     """
 
     key: str
@@ -101,17 +104,21 @@ class Figure:
     unit: str
     low: float
     high: float
-    repeats: int = 1
+    samples: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, key: str, label: str, samples: list[float], unit: str, scale: float) -> Figure:
         """The median figure of ``samples`` (each multiplied by ``scale``, e.g. 1e6 for µs)."""
-        scaled = [s * scale for s in samples]
-        return cls(key, label, statistics.median(scaled), unit, min(scaled), max(scaled), len(scaled))
+        scaled = tuple(s * scale for s in samples)
+        return cls(key, label, statistics.median(scaled), unit, min(scaled), max(scaled), scaled)
 
     @classmethod
     def single(cls, key: str, label: str, value: float, unit: str) -> Figure:
-        return cls(key, label, value, unit, value, value, 1)
+        return cls(key, label, value, unit, value, value, (value,))
+
+    @property
+    def repeats(self) -> int:
+        return len(self.samples)
 
 
 @attrs.frozen
@@ -124,6 +131,8 @@ class Ratio:
         value: the ratio.
         below: the target bound, or None when the ratio is reported for information.
         inclusive: True for "<= below", False for "< below".
+        paired: True if ``value`` is the median of per-round quotients (see
+            :meth:`Section.ratio`), False if it is the quotient of the two medians.
     """
 
     key: str
@@ -131,6 +140,7 @@ class Ratio:
     value: float
     below: float | None = None
     inclusive: bool = False
+    paired: bool = False
 
     @property
     def target(self) -> str:
@@ -170,14 +180,22 @@ class Section:
         below: float | None = None,
         inclusive: bool = False,
     ) -> Ratio:
-        """Add (and return) the ratio of two of this section's figures, by key."""
-        ratio = Ratio(
-            key,
-            label,
-            self.figure(numerator).value / self.figure(denominator).value,
-            below,
-            inclusive,
-        )
+        """Add (and return) the ratio of two of this section's figures, by key.
+
+        When both were measured in the same rounds (as :func:`interleave` does), the ratio
+        is the median over rounds of numerator / denominator: the two samples of a round
+        ran seconds apart, so their quotient cancels the host's slow swings in speed (on a
+        shared machine, whole seconds at 1.5x slower are common), which the two medians,
+        taken over different moments, would each still carry.
+        """
+        top, bottom = self.figure(numerator), self.figure(denominator)
+        paired = top.repeats == bottom.repeats > 1
+        if paired:
+            pairs = zip(top.samples, bottom.samples, strict=True)
+            value = statistics.median(a / b for a, b in pairs)
+        else:
+            value = top.value / bottom.value
+        ratio = Ratio(key, label, value, below, inclusive, paired)
         self.ratios.append(ratio)
         return ratio
 

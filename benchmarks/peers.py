@@ -7,17 +7,28 @@ discrete-event simulator in Python can reach; hwsim pays for trio's task machine
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import statistics
+from collections.abc import Callable, Generator
 from time import perf_counter
 from typing import Any
 
 import simpy
 
 from .echo import Ping
-
-WARMUP = 200
+from .harness import BLOCK, WARMUP
 
 Process = Generator[simpy.Event, Any, None]
+
+
+def per_round_trip(env: simpy.Environment, client: Callable[[int], Process], n: int) -> float:
+    """Warm up, time ``n`` round trips in blocks; the median block's seconds per round trip."""
+    env.run(until=env.process(client(WARMUP)))
+    times = []
+    for _ in range(max(1, n // BLOCK)):
+        start = perf_counter()
+        env.run(until=env.process(client(BLOCK)))
+        times.append(perf_counter() - start)
+    return statistics.median(times) / BLOCK
 
 
 def simpy_stores_sample(n: int) -> float:
@@ -38,10 +49,7 @@ def simpy_stores_sample(n: int) -> float:
             yield replies.get()
 
     env.process(server())
-    env.run(until=env.process(client(WARMUP)))
-    start = perf_counter()
-    env.run(until=env.process(client(n)))
-    return (perf_counter() - start) / n
+    return per_round_trip(env, client, n)
 
 
 def simpy_event_sample(n: int) -> float:
@@ -61,7 +69,4 @@ def simpy_event_sample(n: int) -> float:
             yield done
 
     env.process(server())
-    env.run(until=env.process(client(WARMUP)))
-    start = perf_counter()
-    env.run(until=env.process(client(n)))
-    return (perf_counter() - start) / n
+    return per_round_trip(env, client, n)

@@ -1,14 +1,21 @@
 """Request/reply on raw trio, on hwsim's actor runtime, and what tracing costs.
 
 Every variant does the same thing: a client task sends ``Ping(i)`` to a server task and
-waits for ``i + 1``, one request at a time. Each repetition is a fresh run: start the
-server, warm up, time ``n`` round trips, cancel. The run is either plain ``trio.run`` or
-``hwsim.run`` (the cycle clock, the seeded scheduler and the deadlock watchdog), so that the
-cost of hwsim's runtime can be told apart from the cost of running under its conditions.
+waits for ``i + 1``, one request at a time. A repetition is a fresh run: start the server,
+warm up, time the round trips in blocks of :data:`~benchmarks.harness.BLOCK`, cancel; it
+reports the median block (a block the host preempted does not count). The run is either
+plain ``trio.run`` or ``hwsim.run`` (the cycle clock, the seeded scheduler and the deadlock
+watchdog), so that the cost of hwsim's runtime can be told apart from the cost of running
+under its conditions.
 
 The raw trio servers are written as cheaply as the pattern allows (the reply goes with
 ``send_nowait`` on a fresh channel of capacity 1, which never blocks), so that the
 comparison favours raw trio, not hwsim.
+
+Tracing is measured differently, because its target (off costs < 3 %) is below the noise of
+separate runs: the three variants run as three actors in one run, and the client alternates
+between them block by block, so that each pair of blocks compared ran a few milliseconds
+apart.
 """
 
 from __future__ import annotations
@@ -24,15 +31,22 @@ import trio
 import hwsim
 
 from .echo import Echo, Ping, UntracedEcho, copy_is_current
-from .harness import Figure, Sample, Section, Settings, interleave
-from .peers import simpy_event_sample, simpy_stores_sample
+from .harness import BLOCK, WARMUP, Figure, Sample, Section, Settings, interleave
 
-WARMUP = 200
+try:
+    from .peers import simpy_event_sample, simpy_stores_sample
+except ImportError:  # SimPy is in the optional "bench" extra: pip install -e .[bench]
+    HAVE_SIMPY = False
+else:
+    HAVE_SIMPY = True
 
 # How a repetition is run: trio.run or hwsim.run (both take the async function first).
 Runner = Callable[..., Any]
 
-# (request, reply channel) and (request, slot) as the two raw servers receive them.
+# Does ``count`` round trips.
+RoundTrips = Callable[[int], Awaitable[None]]
+
+# (request, reply channel) as the raw channel server receives it.
 ChannelRequest = tuple[Ping, trio.MemorySendChannel[int]]
 
 
@@ -46,6 +60,17 @@ class Slot:
         self.value = 0
 
 
+async def per_round_trip(round_trips: RoundTrips, n: int) -> float:
+    """Warm up, time ``n`` round trips in blocks; the median block's seconds per round trip."""
+    await round_trips(WARMUP)
+    times = []
+    for _ in range(max(1, n // BLOCK)):
+        start = perf_counter()
+        await round_trips(BLOCK)
+        times.append(perf_counter() - start)
+    return statistics.median(times) / BLOCK
+
+
 # ---------------------------------------------------------------------- raw trio
 
 
@@ -57,18 +82,18 @@ async def channel_server(requests: trio.MemoryReceiveChannel[ChannelRequest]) ->
 async def raw_channel_client(n: int) -> float:
     """Round trips with a fresh reply channel per request; returns seconds per round trip."""
     send, receive = trio.open_memory_channel[ChannelRequest](1)
+
+    async def round_trips(count: int) -> None:
+        for i in range(count):
+            reply_send, reply_receive = trio.open_memory_channel[int](1)
+            await send.send((Ping(i), reply_send))
+            await reply_receive.receive()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(channel_server, receive, name="server")
-        elapsed = 0.0
-        for count in (WARMUP, n):
-            start = perf_counter()
-            for i in range(count):
-                reply_send, reply_receive = trio.open_memory_channel[int](1)
-                await send.send((Ping(i), reply_send))
-                await reply_receive.receive()
-            elapsed = perf_counter() - start
+        result = await per_round_trip(round_trips, n)
         nursery.cancel_scope.cancel()
-    return elapsed / n
+    return result
 
 
 async def event_server(requests: trio.MemoryReceiveChannel[tuple[Ping, Slot]]) -> None:
@@ -80,57 +105,51 @@ async def event_server(requests: trio.MemoryReceiveChannel[tuple[Ping, Slot]]) -
 async def raw_event_client(n: int) -> float:
     """Round trips with a per-request Event and value slot; returns seconds per round trip."""
     send, receive = trio.open_memory_channel[tuple[Ping, Slot]](1)
+
+    async def round_trips(count: int) -> None:
+        for i in range(count):
+            slot = Slot()
+            await send.send((Ping(i), slot))
+            await slot.event.wait()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(event_server, receive, name="server")
-        elapsed = 0.0
-        for count in (WARMUP, n):
-            start = perf_counter()
-            for i in range(count):
-                slot = Slot()
-                await send.send((Ping(i), slot))
-                await slot.event.wait()
-            elapsed = perf_counter() - start
+        result = await per_round_trip(round_trips, n)
         nursery.cancel_scope.cancel()
-    return elapsed / n
+    return result
 
 
 # ---------------------------------------------------------------------- hwsim
 
 
+def calls(actor: hwsim.Actor) -> RoundTrips:
+    """Round trips through ``actor.call``, as a user's code would write them."""
+
+    async def round_trips(count: int) -> None:
+        at = hwsim.current_cycle()
+        for i in range(count):
+            await actor.call(Ping(i), at)
+
+    return round_trips
+
+
 async def actor_client(make: Callable[[], hwsim.Actor], n: int) -> float:
-    """Round trips through ``actor.call``; returns seconds per round trip."""
+    """Round trips to a fresh actor; returns seconds per round trip."""
     actor = make()
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.serve, name="echo")
-        at = hwsim.current_cycle()
-        elapsed = 0.0
-        for count in (WARMUP, n):
-            start = perf_counter()
-            for i in range(count):
-                await actor.call(Ping(i), at)
-            elapsed = perf_counter() - start
+        result = await per_round_trip(calls(actor), n)
         nursery.cancel_scope.cancel()
-    return elapsed / n
+    return result
 
 
 def echo() -> hwsim.Actor:
     return Echo("echo")
 
 
-def traced_echo() -> hwsim.Actor:
-    return Echo("echo", tracer=hwsim.Tracer())
-
-
-def untraced_echo() -> hwsim.Actor:
-    return UntracedEcho("echo")
-
-
 def sample(run: Runner, client: Callable[..., Awaitable[float]], *args: Any) -> Sample:
     """A repetition: ``run(client, *args)``."""
     return partial(run, client, *args)
-
-
-# ---------------------------------------------------------------------- sections
 
 
 def request_reply(settings: Settings) -> Section:
@@ -158,11 +177,18 @@ def request_reply(settings: Settings) -> Section:
             "hwsim actor.call (plain trio.run)",
             sample(trio.run, actor_client, echo, n),
         ),
-        "simpy_stores": ("SimPy, two Stores", partial(simpy_stores_sample, n)),
-        "simpy_event": ("SimPy, Store + Event per request", partial(simpy_event_sample, n)),
     }
+    if HAVE_SIMPY:
+        variants["simpy_stores"] = ("SimPy, two Stores", partial(simpy_stores_sample, n))
+        variants["simpy_event"] = (
+            "SimPy, Store + Event per request",
+            partial(simpy_event_sample, n),
+        )
     samples = interleave({key: run for key, (_, run) in variants.items()}, settings.rounds)
-    section = Section(f"Request/reply ({n:,} round trips x {settings.rounds} rounds, median)")
+    section = Section(
+        f"Request/reply ({settings.rounds} rounds x {n:,} round trips per variant, "
+        "each a fresh run)"
+    )
     for key, (label, _) in variants.items():
         section.figures.append(Figure.of(key, label, samples[key], "µs/round trip", 1e6))
     section.ratio(
@@ -184,41 +210,73 @@ def request_reply(settings: Settings) -> Section:
     )
     section.ratio(
         "hwsim_run_vs_trio_run",
-        "hwsim actor: hwsim.run / trio.run (cost of the seeded scheduler, clock, watchdog)",
+        "hwsim actor under hwsim.run / under trio.run",
         "hwsim",
         "hwsim_trio",
     )
-    section.ratio("hwsim_vs_simpy_stores", "hwsim / SimPy two Stores", "hwsim", "simpy_stores")
-    section.ratio("hwsim_vs_simpy_event", "hwsim / SimPy Store + Event", "hwsim", "simpy_event")
+    if HAVE_SIMPY:
+        section.ratio("hwsim_vs_simpy_stores", "hwsim / SimPy two Stores", "hwsim", "simpy_stores")
+        section.ratio("hwsim_vs_simpy_event", "hwsim / SimPy Store + Event", "hwsim", "simpy_event")
+    else:
+        section.notes.append("SimPy is not installed (pip install -e .[bench]): no SimPy figures")
     return section
+
+
+# ---------------------------------------------------------------------- tracing
+
+TRACING = {
+    "no_code": "no tracing code (Actor.serve copy)",
+    "off": "tracer=None (off)",
+    "on": "tracer=hwsim.Tracer() (on)",
+}
+
+
+async def tracing_blocks(blocks: int) -> dict[str, list[float]]:
+    """One run, three actors; ``blocks`` rounds of one block each; seconds per round trip."""
+    actors: dict[str, hwsim.Actor] = {
+        "no_code": UntracedEcho("no_code"),
+        "off": Echo("off"),
+        "on": Echo("on", tracer=hwsim.Tracer()),
+    }
+    keys = list(actors)
+    times: dict[str, list[float]] = {key: [] for key in keys}
+    async with trio.open_nursery() as nursery:
+        for actor in actors.values():
+            await nursery.start(actor.serve, name=actor.name)
+        round_trips = {key: calls(actor) for key, actor in actors.items()}
+        for key in keys:
+            await round_trips[key](WARMUP)
+        for b in range(blocks):
+            shift = b % len(keys)
+            for key in keys[shift:] + keys[:shift]:
+                start = perf_counter()
+                await round_trips[key](BLOCK)
+                times[key].append((perf_counter() - start) / BLOCK)
+                tracer = actors[key].tracer
+                if tracer is not None:
+                    # Keep the record list (and the GC's work) from growing across blocks.
+                    tracer.records.clear()
+        nursery.cancel_scope.cancel()
+    return times
 
 
 def tracing(settings: Settings) -> Section:
     """Figure 4: what tracing costs, off and on, against an actor with no tracing code."""
-    n = settings.trace_round_trips
-    variants: dict[str, tuple[str, Sample]] = {
-        "no_code": (
-            "no tracing code (Actor.serve copy)",
-            sample(hwsim.run, actor_client, untraced_echo, n),
-        ),
-        "off": ("tracer=None (off)", sample(hwsim.run, actor_client, echo, n)),
-        "on": ("tracer=hwsim.Tracer() (on)", sample(hwsim.run, actor_client, traced_echo, n)),
-    }
-    rounds = settings.trace_rounds
-    samples = interleave({key: run for key, (_, run) in variants.items()}, rounds)
-    section = Section(f"Tracing ({n:,} round trips x {rounds} rounds, median, under hwsim.run)")
-    for key, (label, _) in variants.items():
-        section.figures.append(Figure.of(key, label, samples[key], "µs/round trip", 1e6))
-    section.ratio("trace_off_vs_no_code", "tracing off / no tracing code", "off", "no_code", below=1.03)
-    section.ratio("trace_on_vs_off", "tracing on / tracing off", "on", "off", below=2.0)
-    # The per-round ratio, paired: both variants of a round ran within a second of each
-    # other, so their quotient cancels slow drift that the medians of each still carry.
-    paired = [off / base for off, base in zip(samples["off"], samples["no_code"], strict=True)]
-    section.notes.append(
-        "tracing off / no code, round by round: "
-        + " ".join(f"{r:.3f}" for r in paired)
-        + f" (median of the paired ratios: {statistics.median(paired):.3f})"
+    times: dict[str, list[float]] = {key: [] for key in TRACING}
+    for _ in range(settings.trace_runs):
+        for key, block_times in hwsim.run(tracing_blocks, settings.trace_blocks).items():
+            times[key] += block_times
+    blocks = len(times["off"])
+    section = Section(
+        f"Tracing ({blocks:,} rounds x {BLOCK} round trips per variant, interleaved, "
+        f"in {settings.trace_runs} hwsim.run calls)"
     )
+    for key, label in TRACING.items():
+        section.figures.append(Figure.of(key, label, times[key], "µs/round trip", 1e6))
+    section.ratio(
+        "trace_off_vs_no_code", "tracing off / no tracing code", "off", "no_code", below=1.03
+    )
+    section.ratio("trace_on_vs_off", "tracing on / tracing off", "on", "off", below=2.0)
     if not copy_is_current():
         section.notes.append(
             "Actor.serve has changed since benchmarks/echo.py copied it: the 'no tracing "
