@@ -28,19 +28,33 @@ MIN_RAM = 8 << 20
 MAX_RAM = {"x86_64": 1 << 46, "i386": 1 << 36}
 
 
-def _size_field(name: str, default: int | str, *, minimum: int = 0) -> Any:
-    """An attrs field holding a size in bytes, given as int or string ("64MiB")."""
+def _size(name: str, value: int | str, minimum: int = 0) -> int:
+    """Parse a size field (int or "64MiB"), raising ConfigError naming the field."""
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
+    if size < minimum:
+        raise ConfigError(name, f"must be at least {format_size(minimum)}, got {value!r}")
+    return size
 
-    def convert(value: object) -> int:
-        try:
-            size = parse_size(value)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise ConfigError(name, str(exc)) from None
-        if size < minimum:
-            raise ConfigError(name, f"must be at least {format_size(minimum)}, got {value!r}")
-        return size
 
-    return attrs.field(default=default, converter=convert)
+# One converter per size field, written out so that type checkers (mypy's attrs plugin)
+# see that these fields accept "64MiB" as well as ints.
+def _ram_size(value: int | str) -> int:
+    return _size("ram", value, MIN_RAM)
+
+
+def _cma_size(value: int | str) -> int:
+    return _size("cma", value)
+
+
+def _swap_size(value: int | str) -> int:
+    return _size("swap", value)
+
+
+def _cache_size(value: int | str) -> int:
+    return _size("cache.size", value, 64)
 
 
 def _int_field(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> Any:
@@ -112,7 +126,7 @@ class TlbConfig:
 class CacheConfig:
     """One set-associative, physically indexed cache level."""
 
-    size: int = _size_field("cache.size", "32KiB", minimum=64)
+    size: int = attrs.field(default=32 << 10, converter=_cache_size)
     ways: int = _int_field("cache.ways", 8, minimum=1)
     line: int = _int_field("cache.line", 64, minimum=8)
     replacement: str = _choice_field("cache.replacement", "lru", REPLACEMENT_POLICIES)
@@ -201,7 +215,7 @@ class MachineConfig:
         swap: bytes of swap space.
     """
 
-    ram: int = _size_field("ram", "64MiB", minimum=MIN_RAM)
+    ram: int = attrs.field(default=64 << 20, converter=_ram_size)
     cpus: int = _int_field("cpus", 2, minimum=1, maximum=256)
     arch: str = _choice_field("arch", "x86_64", ARCHES)
     seed: int = _int_field("seed", 0)
@@ -212,8 +226,8 @@ class MachineConfig:
     dma: DmaConfig = _nested("dma", DmaConfig)
     dma_coherent: bool = _bool_field("dma_coherent", False)
     iommu: bool = _bool_field("iommu", False)
-    cma: int = _size_field("cma", 0)
-    swap: int = _size_field("swap", 0)
+    cma: int = attrs.field(default=0, converter=_cma_size)
+    swap: int = attrs.field(default=0, converter=_swap_size)
     debug: DebugConfig = _nested("debug", DebugConfig)
 
     def __attrs_post_init__(self) -> None:

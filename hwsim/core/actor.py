@@ -123,9 +123,11 @@ class Actor:
         self._parked = False
         self._dead = False
         self._current: Request | None = None
+        # Plain functions, not bound methods: a bound method here would make every actor a
+        # reference cycle, keeping a finished machine (and its RAM) alive until gc runs.
         self._dispatch: dict[type, tuple[Callable[..., Any], bool]] = {}
         for message_type, attr in self._handler_names.items():
-            fn = getattr(self, attr)
+            fn = getattr(type(self), attr)
             self._dispatch[message_type] = (fn, inspect.iscoroutinefunction(fn))
 
     def __repr__(self) -> str:
@@ -176,7 +178,8 @@ class Actor:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The actor's task: answer messages until cancelled."""
         self._task = current_task()
-        registry.current().add_actor(self)
+        runs = registry.current()
+        runs.add_actor(self)
         if self.tracer is not None:
             self.tracer.register_actor_task(self._task, self.name)
         task_status.started()
@@ -199,7 +202,10 @@ class Actor:
                                 f"{self.name} does not understand {type(msg).__name__} messages"
                             )
                         fn, is_async = entry
-                        result = (await fn(msg, req.at)) if is_async else fn(msg, req.at)
+                        if is_async:
+                            result = await fn(self, msg, req.at)
+                        else:
+                            result = fn(self, msg, req.at)
                     except REFUSALS as exc:
                         if req.posted:
                             raise ActorCrashed(
@@ -228,6 +234,7 @@ class Actor:
         finally:
             self._dead = True
             self._parked = False
+            runs.discard(self)
             self._fail_pending()
 
     def _fail_pending(self) -> None:

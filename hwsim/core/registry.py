@@ -20,6 +20,10 @@ class Registry:
     def add_actor(self, actor: Actor) -> None:
         self.actors.append(actor)
 
+    def discard(self, actor: Actor) -> None:
+        if actor in self.actors:
+            self.actors.remove(actor)
+
     def live_actors(self) -> list[Actor]:
         return [a for a in self.actors if not a._dead]
 

@@ -194,7 +194,7 @@ class BuddyAllocator:
             zone.pcp = [
                 PerCpuPages(
                     lists=[deque() for _ in range(G.MIGRATE_PCPTYPES)],
-                    high=high,  # type: ignore[misc]
+                    high=high,
                     batch=max(1, batch),
                 )
                 for _ in range(self.nr_cpus)
@@ -380,7 +380,7 @@ class BuddyAllocator:
             self.pcp_hits += 1
             self._op_cycles += PCP_CYCLES
         pcp.count -= 1
-        return lst.popleft()  # type: ignore[attr-defined, no-any-return]
+        return lst.popleft()
 
     def _rmqueue_locked(self, zone: Zone, order: int, mt: int) -> int:
         self._take_lock(zone, LOCKED_CYCLES)
@@ -512,7 +512,7 @@ class BuddyAllocator:
         mt = self.pageblock_mt[pfn >> PAGEBLOCK_ORDER]
         if order == 0:
             pcp = zone.pcp[cpu]
-            pcp.lists[mt].appendleft(pfn)  # type: ignore[attr-defined]
+            pcp.lists[mt].appendleft(pfn)
             pcp.count += 1
             self._op_cycles += PCP_CYCLES
             if pcp.count >= pcp.high:

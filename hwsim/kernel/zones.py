@@ -9,7 +9,7 @@ fixed, as in the kernel) but /proc/buddyinfo skips them.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from math import isqrt
 
 import attrs
@@ -51,7 +51,7 @@ WMARK_MIN, WMARK_LOW, WMARK_HIGH = 0, 1, 2
 class PerCpuPages:
     """``struct per_cpu_pages``: one CPU's cache of order-0 pages for one zone."""
 
-    lists: list[list[int]]  # per migratetype; index 0 is the list head (hot end)
+    lists: list[deque[int]]  # per migratetype; the left end is the list head (hot end)
     count: int = 0
     high: int = 0
     batch: int = 1
