@@ -4,10 +4,25 @@ Storage is a dict of 4 KiB numpy pages created on first write; a page never writ
 as zeros. A 64 GiB machine therefore boots in microseconds and the host only pays for the
 pages a workload touches.
 
-Timing: an access of ``n`` bytes issued at cycle ``at`` starts when the memory channel is
-free (``busy_until``), occupies it for ``ceil(n / bytes_per_cycle)`` cycles and completes
-``latency`` cycles after the transfer ends. Concurrent requesters (CPUs, the DMA engine)
-therefore queue behind each other, which is the contention a DMA racing a CPU feels.
+Timing: an access of ``n`` bytes occupies the one memory channel for
+``T = ceil(n / bytes_per_cycle)`` transfer cycles and completes ``latency`` cycles after its
+transfer ends. The channel keeps a calendar of the transfers it has booked
+(:class:`ChannelCalendar`): sorted, disjoint busy intervals. Only transfers are booked, not
+the latency that follows them, so concurrent requesters (CPUs, the DMA engine) queue for the
+channel only when their transfers really collide, which is the contention a DMA racing a CPU
+feels. An access issued at cycle ``s`` that would overlap a booked transfer waits until that
+transfer ends; it then books ``[start, start + T)``.
+
+A burst is a chain of dependent accesses (each issued when the previous one completes) and is
+booked in one vectorised step, with the same result as the same accesses issued one by one
+(see :meth:`ChannelCalendar.book`). Requests reach the channel in host order, not in order
+of their issue cycle (docs/architecture.md, "Time travels on messages"): a request may land
+in the past of the calendar and then fits in the gaps that earlier bookings left.
+
+Approximation: a request that collides waits for the end of the one booked block it
+overlaps (adjacent bookings merge into one block) and is not moved again if the gap after
+that block is too short for it. The channel may then be booked twice for a few cycles; the
+calendar stores the union.
 """
 
 from __future__ import annotations
@@ -15,10 +30,265 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import numpy.typing as npt
+import trio
 
 from ..core.actor import Actor, handles
 from ..errors import SegmentationFault
 from ..units import PAGE_SHIFT, PAGE_SIZE, format_size
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class ChannelCalendar:
+    """The transfers a memory channel has booked: sorted, disjoint ``[start, end)`` cycles.
+
+    Intervals live in two int64 buffers that grow by doubling; ``[lo, hi)`` is the live
+    part, so forgetting the past is O(log n) and booking at the end of the calendar, the
+    common case, is O(1). Touching or overlapping intervals are merged on booking.
+
+    Attributes:
+        max_intervals: when more are live, the oldest half is forgotten (bounds memory when
+            no actor prunes the calendar, as in atomic mode).
+        max_passes: collisions of a burst resolved exactly (see :meth:`book`).
+    """
+
+    __slots__ = ("_e", "_hi", "_last_end", "_lo", "_s", "max_intervals", "max_passes")
+
+    def __init__(self, max_intervals: int = 1 << 20, max_passes: int = 64) -> None:
+        if max_intervals < 2:
+            raise ValueError(f"max_intervals must be at least 2, got {max_intervals}")
+        self.max_intervals = max_intervals
+        self.max_passes = max_passes
+        self._s = np.zeros(64, dtype=np.int64)
+        self._e = np.zeros(64, dtype=np.int64)
+        self._lo = 0
+        self._hi = 0
+        self._last_end = 0  # end of the last interval (0 when empty): a Python int
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def __repr__(self) -> str:
+        n = len(self)
+        if not n:
+            return "<ChannelCalendar empty>"
+        first = int(self._s[self._lo])
+        return f"<ChannelCalendar {n} busy intervals in [{first}, {self._last_end})>"
+
+    @property
+    def starts(self) -> npt.NDArray[np.int64]:
+        """First busy cycle of each interval (a read-only view)."""
+        view = self._s[self._lo : self._hi]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def ends(self) -> npt.NDArray[np.int64]:
+        """First free cycle after each interval (a read-only view)."""
+        view = self._e[self._lo : self._hi]
+        view.flags.writeable = False
+        return view
+
+    def forget_before(self, cycle: int) -> int:
+        """Drop the intervals that end at or before ``cycle``; return how many.
+
+        They cannot delay a request issued at ``cycle`` or later, so later results do not
+        change as long as no request is issued before ``cycle``.
+        """
+        n = int(np.searchsorted(self._e[self._lo : self._hi], cycle, side="right"))
+        self._lo += n
+        if self._lo == self._hi:
+            self._lo = self._hi = self._last_end = 0
+        return n
+
+    # ------------------------------------------------------------------ booking
+
+    def book_one(self, at: int, transfer: int) -> int:
+        """Book one transfer of ``transfer`` cycles wanted at ``at``; return its delay.
+
+        The scalar twin of :meth:`book` (same result as a burst of one), a few µs.
+        """
+        last = self._last_end
+        if at > last or self._hi == self._lo:  # after everything booked: append
+            if self._hi == len(self._s):
+                self._make_room(1)
+            hi = self._hi
+            self._s[hi] = at
+            self._e[hi] = self._last_end = at + transfer
+            self._hi = hi + 1
+            if hi - self._lo >= self.max_intervals:
+                self._trim()
+            return 0
+        lo, hi = self._lo, self._hi
+        if at == last:  # right after the last transfer: extend it
+            self._e[hi - 1] = self._last_end = at + transfer
+            return 0
+        if (hi - lo == 1 or at >= int(self._e[hi - 2])) and int(self._s[hi - 1]) < at + transfer:
+            # it overlaps the last transfer (and no earlier one): it goes right after it
+            self._e[hi - 1] = self._last_end = last + transfer
+            return last - at
+        starts, ends = self._s[lo:hi], self._e[lo:hi]
+        j = int(np.searchsorted(ends, at, side="right"))  # < hi - lo since at < last
+        delay = 0
+        if int(starts[j]) < at + transfer:
+            delay = int(ends[j]) - at
+        start = at + delay
+        end = start + transfer
+        i0 = int(np.searchsorted(ends, start, side="left"))
+        i1 = int(np.searchsorted(starts, end, side="right"))
+        if i0 < i1:  # merge with the intervals it touches
+            start = min(start, int(starts[i0]))
+            end = max(end, int(ends[i1 - 1]))
+        self._replace(i0, i1, np.array([start]), np.array([end]))
+        self._trim()
+        return delay
+
+    def book(self, at: int, transfers: npt.NDArray[np.int64], gap: int) -> npt.NDArray[np.int64]:
+        """Book a chain of dependent transfers; return each one's delay (int64 array).
+
+        Transfer ``i`` is wanted at ``x_i = at + sum(T_j + gap + delay_j, j < i)``: each is
+        issued ``gap`` cycles (the RAM latency) after the previous transfer ends. A transfer
+        that overlaps a booked block waits until the block ends (``delay_i``) and the rest of
+        the chain shifts by as much. The chain's own transfers never delay each other.
+
+        Vectorised: with the shift known up to transfer ``p``, one pass finds the first
+        transfer at or after ``p`` that collides (searching windows that double in size),
+        which fixes its delay and the shift after it. When no transfer collides any more the
+        result is exact: it equals the same transfers booked one by one (:meth:`book_one`).
+        After ``max_passes`` collisions the remaining delays are all taken at once at the
+        starts the shift known so far gives, and each shifts the rest of the chain: an
+        approximation (a transfer that collides moves those behind it, which may then miss
+        a collision the one-by-one booking would have had, or meet one it would have missed).
+        """
+        k = len(transfers)
+        if k == 0:
+            return _EMPTY.copy()
+        step = transfers + gap
+        nominal = np.cumsum(step)
+        nominal -= step
+        nominal += at
+        delays = np.zeros(k, dtype=np.int64)
+        if self._hi > self._lo and int(nominal[0]) < self._last_end:
+            self._collide(nominal, transfers, delays)
+            starts = nominal + np.cumsum(delays)
+        else:
+            starts = nominal
+        self._insert(starts, starts + transfers)
+        self._trim()
+        return delays
+
+    def _collide(
+        self,
+        nominal: npt.NDArray[np.int64],
+        transfers: npt.NDArray[np.int64],
+        delays: npt.NDArray[np.int64],
+    ) -> None:
+        """Fill ``delays`` (zeros) for a chain wanted at ``nominal`` without delays (see book)."""
+        k = len(nominal)
+        lo, hi, last = self._lo, self._hi, self._last_end
+        first = lo + int(np.searchsorted(self._e[lo:hi], nominal[0], side="right"))
+        b_starts, b_ends = self._s[first:hi], self._e[first:hi]
+        p = 0  # delays[:p] are exact
+        shift = 0  # sum(delays[:p])
+        window = 64
+        for _ in range(self.max_passes):
+            while True:  # the first collision at or after p, in doubling windows
+                stop = min(k, p + window)
+                wanted = nominal[p:stop] + shift
+                m = int(np.searchsorted(wanted, last, side="left"))  # later ones start free
+                wanted = wanted[:m]
+                j = np.searchsorted(b_ends, wanted, side="right")
+                hits = np.flatnonzero(b_starts[j] < wanted + transfers[p : p + m])
+                if len(hits):
+                    break
+                if m < stop - p or stop == k:
+                    return
+                p = stop
+                window *= 2
+            h = int(hits[0])
+            delay = int(b_ends[j[h]] - wanted[h])
+            delays[p + h] = delay
+            shift += delay
+            p += h + 1
+            window = max(64, 2 * (h + 1))
+            if p == k:
+                return
+        wanted = nominal[p:] + shift
+        m = int(np.searchsorted(wanted, last, side="left"))
+        wanted = wanted[:m]
+        j = np.searchsorted(b_ends, wanted, side="right")
+        hit = b_starts[j] < wanted + transfers[p : p + m]
+        delays[p : p + m] = np.where(hit, b_ends[j] - wanted, 0)
+
+    def _insert(self, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> None:
+        """Merge sorted, disjoint intervals into the calendar (touching ones coalesce)."""
+        lo, hi = self._lo, self._hi
+        cal_s, cal_e = self._s[lo:hi], self._e[lo:hi]
+        i0 = int(np.searchsorted(cal_e, starts[0], side="left"))
+        i1 = int(np.searchsorted(cal_s, ends[-1], side="right"))
+        if i0 < i1:
+            old_s, old_e = cal_s[i0:i1], cal_e[i0:i1]
+            n_new, n_old = len(starts), len(old_s)
+            at_new = np.searchsorted(old_s, starts, side="left") + np.arange(n_new)
+            is_new = np.zeros(n_new + n_old, dtype=np.bool_)
+            is_new[at_new] = True
+            all_s = np.empty(n_new + n_old, dtype=np.int64)
+            all_e = np.empty(n_new + n_old, dtype=np.int64)
+            all_s[at_new], all_e[at_new] = starts, ends
+            all_s[~is_new], all_e[~is_new] = old_s, old_e
+            starts, ends = _union(all_s, all_e)
+        elif len(starts) > 1 and int((starts[1:] <= ends[:-1]).any()):
+            starts, ends = _union(starts, ends)
+        self._replace(i0, i1, starts, ends)
+
+    def _replace(
+        self, i0: int, i1: int, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
+    ) -> None:
+        """Replace live intervals ``[i0, i1)`` with ``starts``/``ends`` (sorted, disjoint)."""
+        grow = len(starts) - (i1 - i0)
+        if self._hi + grow > len(self._s):
+            self._make_room(grow)
+        lo, hi = self._lo, self._hi
+        if grow and i1 < hi - lo:  # shift the later intervals (numpy copes with overlap)
+            self._s[lo + i1 + grow : hi + grow] = self._s[lo + i1 : hi]
+            self._e[lo + i1 + grow : hi + grow] = self._e[lo + i1 : hi]
+        self._s[lo + i0 : lo + i0 + len(starts)] = starts
+        self._e[lo + i0 : lo + i0 + len(starts)] = ends
+        self._hi = hi + grow
+        self._last_end = int(self._e[self._hi - 1])
+
+    def _make_room(self, extra: int) -> None:
+        """Make ``hi + extra`` fit the buffers: move the live part down, or grow."""
+        live = self._hi - self._lo
+        need = live + extra
+        if need <= len(self._s) // 2:
+            s, e = self._s, self._e
+        else:
+            size = max(2 * len(self._s), 2 * need)
+            s, e = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+        s[:live] = self._s[self._lo : self._hi]
+        e[:live] = self._e[self._lo : self._hi]
+        self._s, self._e, self._lo, self._hi = s, e, 0, live
+
+    def _trim(self) -> None:
+        live = self._hi - self._lo
+        if live > self.max_intervals:
+            self._lo += live - live // 2
+
+
+def _union(
+    starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The union of intervals sorted by start, as sorted disjoint non-touching intervals."""
+    reach = np.maximum.accumulate(ends)
+    first = np.empty(len(starts), dtype=np.bool_)
+    first[0] = True
+    np.greater(starts[1:], reach[:-1], out=first[1:])
+    heads = np.flatnonzero(first)
+    tails = np.empty_like(heads)
+    tails[:-1] = heads[1:] - 1
+    tails[-1] = len(starts) - 1
+    return starts[heads], reach[tails]
 
 
 @attrs.frozen
@@ -31,6 +301,7 @@ class RamStatistics:
     bytes_written: int
     busy_cycles: int
     pages_touched: int
+    queued_cycles: int = 0
 
 
 @attrs.define
@@ -41,12 +312,15 @@ class RamModel:
         size: bytes of physical memory.
         latency: cycles from the end of the transfer to the data's arrival.
         bytes_per_cycle: channel bandwidth.
+        calendar: the channel's booked transfers.
+        queued_cycles: total cycles requests waited for the channel.
     """
 
     size: int
     latency: int = 100
     bytes_per_cycle: int = 16
-    busy_until: int = 0
+    calendar: ChannelCalendar = attrs.field(factory=ChannelCalendar, eq=False)
+    queued_cycles: int = 0
     reads: int = 0
     writes: int = 0
     bytes_read: int = 0
@@ -117,11 +391,19 @@ class RamModel:
 
     def access_time(self, at: int, size: int) -> int:
         """Charge one access of ``size`` bytes issued at ``at``; return its completion cycle."""
-        start = at if at > self.busy_until else self.busy_until
         transfer = -(-size // self.bytes_per_cycle)
-        self.busy_until = start + transfer
+        delay = self.calendar.book_one(at, transfer)
         self.busy_cycles += transfer
-        return start + transfer + self.latency
+        self.queued_cycles += delay
+        return at + delay + transfer + self.latency
+
+    def forget_before(self, cycle: int) -> int:
+        """Forget the channel's transfers that ended by ``cycle``; return how many.
+
+        Call it with a cycle before which no request will be issued (the current virtual
+        time, in timing mode): results do not change and memory stays bounded.
+        """
+        return self.calendar.forget_before(cycle)
 
     def timed_read(self, phys: int, size: int, at: int) -> tuple[bytes, int]:
         """Read with statistics and timing: ``(data, done)``. Nothing changes on error."""
@@ -147,7 +429,10 @@ class RamModel:
         """Charge a burst of dependent accesses (each issued when the previous completes).
 
         Only timing and statistics: a burst describes traffic, not data. Returns the
-        per-access latencies and the completion cycle of the last access.
+        per-access latencies (transfer + latency + time queued for the channel) and the
+        completion cycle of the last access. On an idle channel, and whenever the
+        refinement of :meth:`ChannelCalendar.book` converges, the result is exactly that
+        of the same accesses issued one by one with :meth:`timed_read`/:meth:`timed_write`.
 
         Raises:
             SegmentationFault: an access leaves RAM (then nothing is charged).
@@ -159,13 +444,12 @@ class RamModel:
             bad = np.flatnonzero((addrs < 0) | (ends > self.size) | (sizes <= 0))[0]
             self.check_range(int(addrs[bad]), int(sizes[bad]))
         transfers = -(-sizes // self.bytes_per_cycle)
+        delays = self.calendar.book(at, transfers, self.latency)
         latencies = transfers + self.latency
-        # One requester issuing in order: only the first access can find the channel busy.
-        wait = max(0, self.busy_until - at)
-        latencies[0] += wait
+        latencies += delays
         done = at + int(latencies.sum())
-        self.busy_until = done - self.latency
         self.busy_cycles += int(transfers.sum())
+        self.queued_cycles += int(delays.sum())
         n_writes = int(writes.sum())
         self.writes += n_writes
         self.reads += len(addrs) - n_writes
@@ -182,6 +466,7 @@ class RamModel:
             bytes_written=self.bytes_written,
             busy_cycles=self.busy_cycles,
             pages_touched=self.pages_touched,
+            queued_cycles=self.queued_cycles,
         )
 
 
@@ -214,23 +499,44 @@ class BurstPhys:
 
 
 class Ram(Actor):
-    """The RAM unit's actor: answers ReadPhys, WritePhys and BurstPhys with the model."""
+    """The RAM unit's actor: answers ReadPhys, WritePhys and BurstPhys with the model.
+
+    It keeps the channel's calendar short: once it holds more than ``prune_above``
+    intervals (or twice what was left after the last pruning), the transfers that ended
+    before the current virtual time are forgotten. No request is issued in the past in
+    timing mode, so this changes no result.
+    """
+
+    prune_above = 4096
 
     def __init__(self, model: RamModel, **kwargs: object) -> None:
         super().__init__("ram", **kwargs)  # type: ignore[arg-type]
         self.model = model
+        self._prune_at = self.prune_above
+
+    def _prune(self) -> None:
+        calendar = self.model.calendar
+        if len(calendar) > self._prune_at:
+            calendar.forget_before(int(trio.current_time()))
+            self._prune_at = max(self.prune_above, 2 * len(calendar))
 
     @handles(ReadPhys)
     def _read(self, msg: ReadPhys, at: int) -> tuple[bytes, int]:
-        return self.model.timed_read(msg.phys, msg.size, at)
+        reply = self.model.timed_read(msg.phys, msg.size, at)
+        self._prune()
+        return reply
 
     @handles(WritePhys)
     def _write(self, msg: WritePhys, at: int) -> tuple[None, int]:
-        return self.model.timed_write(msg.phys, msg.data, at)
+        reply = self.model.timed_write(msg.phys, msg.data, at)
+        self._prune()
+        return reply
 
     @handles(BurstPhys)
     def _burst(self, msg: BurstPhys, at: int) -> tuple[npt.NDArray[np.int64], int]:
-        return self.model.timed_burst(msg.addrs, msg.sizes, msg.writes, at)
+        reply = self.model.timed_burst(msg.addrs, msg.sizes, msg.writes, at)
+        self._prune()
+        return reply
 
     def statistics(self) -> RamStatistics:
         return self.model.statistics()

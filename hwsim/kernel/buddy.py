@@ -30,13 +30,12 @@ an operation that finds it held waits (counted as contention). Per-CPU list hits
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any
 
 import attrs
 
 from ..core.actor import Actor, handles
-
 from ..errors import DoubleFree, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT, format_size
 from . import gfp as G

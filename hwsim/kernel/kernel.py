@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..devices.cpu import Cpu
-
 from ..core.actor import Actor
+from ..devices.cpu import Cpu
 from . import gfp as G
 from .buddy import AllocPages, AllocPagesBulk, BuddyAllocator, FreePages
 from .layout import Layout

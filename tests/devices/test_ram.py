@@ -61,7 +61,7 @@ def test_bad_arguments_are_refused_without_side_effects(
     ram = RamModel(size=1 << 20)
     with pytest.raises(error):
         ram.timed_read(addr, size, 0)  # type: ignore[arg-type]
-    assert (ram.reads, ram.busy_until, ram.pages_touched) == (0, 0, 0)
+    assert (ram.reads, len(ram.calendar), ram.pages_touched) == (0, 0, 0)
 
 
 def test_latency_is_fixed_plus_transfer_time_and_the_channel_queues_requests() -> None:
