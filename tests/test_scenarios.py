@@ -52,16 +52,21 @@ def memory_latency() -> dict[str, Any]:
     return run_scenario("memory_latency", seed=0)
 
 
-def test_memory_latency_contended_streams_are_slower_than_alone(
+def test_memory_latency_contended_streams_are_slower_than_alone_but_only_a_little(
     memory_latency: dict[str, Any],
 ) -> None:
-    assert memory_latency["contended_cycles_per_access"] > memory_latency["alone_cycles_per_access"]
+    alone_per_access = memory_latency["alone_cycles_per_access"]
+    assert alone_per_access < memory_latency["contended_cycles_per_access"] < 1.2 * alone_per_access
     rows = memory_latency["streaming"]
     alone = {r["cpu"]: r["cycles"] for r in rows if r["run"] == "alone"}
     together = {r["cpu"]: r["cycles"] for r in rows if r["run"] == "together"}
     assert set(alone) == set(together) == {"cpu0", "cpu1"}
-    assert all(together[cpu] >= alone[cpu] for cpu in alone)
+    assert all(alone[cpu] <= together[cpu] < 1.2 * alone[cpu] for cpu in alone)
     assert max(together[cpu] - alone[cpu] for cpu in alone) > 0
+    # The channel only books transfers (4 of every 104 cycles per stream), so the second
+    # stream waits for a transfer, not for the whole first stream.
+    assert memory_latency["contended_wall_cycles"] < 1.2 * max(alone.values())
+    assert 0 < memory_latency["ram"]["queued_cycles"] < 1024
 
 
 def test_memory_latency_reads_back_what_it_wrote(memory_latency: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 
@@ -53,7 +55,9 @@ async def test_bad_arguments_fail_in_the_callers_task_before_any_message(
 @pytest.mark.machine(ram="32MiB", cpus=1)
 async def test_exhausting_zone_dma_fails_with_the_kernels_message(machine: hwsim.Machine) -> None:
     got = []
-    with pytest.raises(hwsim.OutOfMemory, match=r"page allocation failure: order:4, mode:0x1\(GFP_DMA\)"):
+    with pytest.raises(
+        hwsim.OutOfMemory, match=r"page allocation failure: order:4, mode:0x1\(GFP_DMA\)"
+    ):
         while True:
             got.append(await machine.kernel.alloc_pages(4, gfp=hwsim.GFP_DMA))
     assert all(pfn < (16 << 20) >> 12 for pfn in got)
@@ -76,7 +80,7 @@ async def test_cpus_allocating_at_once_are_all_served_and_contention_is_counted(
         for cpu in range(4):
             nursery.start_soon(worker, cpu)
     spans = sorted((pfn, pfn + (1 << order)) for pfn, order in owned)
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
     stats = machine.stats()["buddy"]
     assert stats["allocs"] == 120
     assert stats["lock_contended"] > 0 and stats["lock_wait_cycles"] > 0
