@@ -3,7 +3,7 @@
 What it teaches: hwsim's RAM answers an access of n bytes in
 ``latency.ram + ceil(n / latency.ram_bytes_per_cycle)`` cycles (100 + n/16 by default): a
 fixed latency plus a transfer that occupies the one memory channel. Requesters that want the
-channel at the same time queue for it, so a CPU is slower when another one streams memory at
+channel at the same time queue for it, so a CPU can be slower when another one uses memory at
 the same moment, even though each works on its own buffer.
 
 What it does, on the default machine (2 CPUs, physical addresses, no caches yet):
@@ -15,14 +15,18 @@ What it does, on the default machine (2 CPUs, physical addresses, no caches yet)
    alone, then both stream at the same time (``streaming``).
 
 What to expect: single accesses match the formula exactly (64 B: 104 cycles, 4 KiB: 356).
-Alone, a streaming CPU needs 104 cycles per access. Together, the stream that reaches the
-channel second waits, so ``contended_cycles_per_access`` is above the alone figure and
-``slowdown`` above 1; the individual stores and loads of step 1, interleaved, only wait a few
-cycles (the channel is busy for 4 of every 104 cycles). With today's RAM model a batched
-stream books the channel from its first transfer to its last, so the second stream waits
-for the whole first one: it takes about twice as long (``slowdown`` ≈ 2 for that CPU) while
-``channel_busy_share`` stays small. Which CPU goes first depends on the seed; the same seed
-gives the same numbers.
+Alone, a streaming CPU needs 104 cycles per access. The channel only books the 4-cycle
+transfers, not the 100 cycles of latency after them, so it is busy for 4 of every 104 cycles
+of a stream and two streams have plenty of room. Together, the stream that reaches the
+channel second finds its first transfer taken and waits 4 cycles; from then on the two
+streams run in step, 4 cycles apart, and never meet again. So ``contended_cycles_per_access``
+is just above the alone figure (104.002: 4 cycles more over 1024 accesses), one CPU's
+``slowdown`` is just above 1, ``contended_wall_cycles`` is the alone time plus 4, and
+``channel_busy_share`` is about 2 x 4/104 = 0.077. A batched ``cpu.access()`` stream contends
+as the same accesses issued one by one would: the individual stores and loads of step 1,
+interleaved, also wait at most one transfer (``interleaved_*_cycles_max``: 108), and
+``ram.queued_cycles`` counts every cycle a request waited. Which CPU goes first depends on
+the seed; the same seed gives the same numbers.
 
 Run it::
 

@@ -15,14 +15,16 @@ transfer ends; it then books ``[start, start + T)``.
 
 A burst is a chain of dependent accesses (each issued when the previous one completes) and is
 booked in one vectorised step, with the same result as the same accesses issued one by one
-(see :meth:`ChannelCalendar.book`). Requests reach the channel in host order, not in order
-of their issue cycle (docs/architecture.md, "Time travels on messages"): a request may land
-in the past of the calendar and then fits in the gaps that earlier bookings left.
+(see :meth:`ChannelCalendar.book` for when that is only approximately so). Requests reach
+the channel in host order, not in order of their issue cycle (docs/architecture.md, "Time
+travels on messages"): a request may land in the past of the calendar and then fits in the
+gaps that earlier bookings left.
 
-Approximation: a request that collides waits for the end of the one booked block it
+Approximations: a request that collides waits for the end of the one booked block it
 overlaps (adjacent bookings merge into one block) and is not moved again if the gap after
-that block is too short for it. The channel may then be booked twice for a few cycles; the
-calendar stores the union.
+that block is too short for it: the channel may then be booked twice for a few cycles (the
+calendar stores the union). A burst that collides more than ``max_passes`` times (without
+simply trailing a slower requester) has the rest of its delays estimated in chunks.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from ..errors import SegmentationFault
 from ..units import PAGE_SHIFT, PAGE_SIZE, format_size
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+# After max_passes collisions, a burst's remaining delays are found in this many chunks.
+_TAIL_CHUNKS = 64
 
 
 class ChannelCalendar:
@@ -47,9 +51,10 @@ class ChannelCalendar:
     common case, is O(1). Touching or overlapping intervals are merged on booking.
 
     Attributes:
-        max_intervals: when more are live, the oldest half is forgotten (bounds memory when
-            no actor prunes the calendar, as in atomic mode).
-        max_passes: collisions of a burst resolved exactly (see :meth:`book`).
+        max_intervals: when more are live, all but the newest ``max_intervals // 2`` are
+            forgotten (bounds memory when no actor prunes the calendar, as in atomic mode).
+        max_passes: how many collisions (or runs of them) of a burst are resolved
+            exactly before the rest is approximated (see :meth:`book`).
     """
 
     __slots__ = ("_e", "_hi", "_last_end", "_lo", "_s", "max_intervals", "max_passes")
@@ -128,18 +133,25 @@ class ChannelCalendar:
             self._e[hi - 1] = self._last_end = last + transfer
             return last - at
         starts, ends = self._s[lo:hi], self._e[lo:hi]
-        j = int(np.searchsorted(ends, at, side="right"))  # < hi - lo since at < last
+        n = hi - lo
+        j = int(np.searchsorted(ends, at, side="right"))  # < n since at < last
         delay = 0
         if int(starts[j]) < at + transfer:
             delay = int(ends[j]) - at
         start = at + delay
         end = start + transfer
-        i0 = int(np.searchsorted(ends, start, side="left"))
-        i1 = int(np.searchsorted(starts, end, side="right"))
+        # [i0, i1): the intervals the new one touches, found near j (ends[j - 1] <= at).
+        i0 = j - 1 if not delay and j and int(ends[j - 1]) == at else j
+        if not delay:
+            i1 = j + 1 if int(starts[j]) == end else j
+        elif j + 1 == n or int(starts[j + 1]) > end:
+            i1 = j + 1
+        else:
+            i1 = int(np.searchsorted(starts, end, side="right"))
         if i0 < i1:  # merge with the intervals it touches
             start = min(start, int(starts[i0]))
             end = max(end, int(ends[i1 - 1]))
-        self._replace(i0, i1, np.array([start]), np.array([end]))
+        self._replace(i0, i1, np.array([start], dtype=np.int64), np.array([end], dtype=np.int64))
         self._trim()
         return delay
 
@@ -151,14 +163,17 @@ class ChannelCalendar:
         that overlaps a booked block waits until the block ends (``delay_i``) and the rest of
         the chain shifts by as much. The chain's own transfers never delay each other.
 
-        Vectorised: with the shift known up to transfer ``p``, one pass finds the first
-        transfer at or after ``p`` that collides (searching windows that double in size),
-        which fixes its delay and the shift after it. When no transfer collides any more the
-        result is exact: it equals the same transfers booked one by one (:meth:`book_one`).
-        After ``max_passes`` collisions the remaining delays are all taken at once at the
-        starts the shift known so far gives, and each shifts the rest of the chain: an
-        approximation (a transfer that collides moves those behind it, which may then miss
-        a collision the one-by-one booking would have had, or meet one it would have missed).
+        Vectorised, collision by collision: knowing the shift up to transfer ``p``, a pass
+        finds the first transfer at or after ``p`` that collides (searching windows that
+        double in size); its delay fixes the shift behind it. When that collision starts a
+        run in which each next transfer lands in the next booked block (a fast chain
+        trailing a slower one, which then sets the pace), the pass resolves the whole run.
+        Within ``max_passes`` passes the result is exact: it equals the same transfers
+        booked one by one with :meth:`book_one`. The rest of a burst that collides more
+        often is booked in 64 chunks, each taking its delays at the starts that the shift
+        known when the chunk begins gives: an approximation, because a delay moves the
+        transfers behind it in the chunk, which may then miss a collision the one-by-one
+        booking would have had, or meet one it would have missed.
         """
         k = len(transfers)
         if k == 0:
@@ -169,7 +184,7 @@ class ChannelCalendar:
         nominal += at
         delays = np.zeros(k, dtype=np.int64)
         if self._hi > self._lo and int(nominal[0]) < self._last_end:
-            self._collide(nominal, transfers, delays)
+            self._collide(nominal, transfers, gap, delays)
             starts = nominal + np.cumsum(delays)
         else:
             starts = nominal
@@ -181,6 +196,7 @@ class ChannelCalendar:
         self,
         nominal: npt.NDArray[np.int64],
         transfers: npt.NDArray[np.int64],
+        gap: int,
         delays: npt.NDArray[np.int64],
     ) -> None:
         """Fill ``delays`` (zeros) for a chain wanted at ``nominal`` without delays (see book)."""
@@ -188,6 +204,7 @@ class ChannelCalendar:
         lo, hi, last = self._lo, self._hi, self._last_end
         first = lo + int(np.searchsorted(self._e[lo:hi], nominal[0], side="right"))
         b_starts, b_ends = self._s[first:hi], self._e[first:hi]
+        blocks = len(b_ends)
         p = 0  # delays[:p] are exact
         shift = 0  # sum(delays[:p])
         window = 64
@@ -206,19 +223,51 @@ class ChannelCalendar:
                 p = stop
                 window *= 2
             h = int(hits[0])
-            delay = int(b_ends[j[h]] - wanted[h])
-            delays[p + h] = delay
+            block = int(j[h])
+            delay = int(b_ends[block] - wanted[h])
+            p += h
+            delays[p] = delay
             shift += delay
-            p += h + 1
-            window = max(64, 2 * (h + 1))
+            window = max(64, 2 * h)
+            # Follow the leader: while each next transfer lands in the next booked block
+            # (a faster chain trailing a slower one), resolve the run in one step.
+            run = 64
+            while p + 1 < k and block + 1 < blocks:
+                n = min(run, k - p - 1, blocks - block - 1)
+                x = b_ends[block : block + n] + transfers[p : p + n] + gap
+                ends = b_ends[block + 1 : block + 1 + n]
+                ok = (ends > x) & (
+                    b_starts[block + 1 : block + 1 + n] < x + transfers[p + 1 : p + 1 + n]
+                )
+                bad = np.flatnonzero(~ok)
+                r = int(bad[0]) if len(bad) else n
+                if r:
+                    got = ends[:r] - x[:r]
+                    delays[p + 1 : p + 1 + r] = got
+                    shift += int(got.sum())
+                    p += r
+                    block += r
+                if r < n:
+                    break
+                run *= 2
+            p += 1
             if p == k:
                 return
-        wanted = nominal[p:] + shift
-        m = int(np.searchsorted(wanted, last, side="left"))
-        wanted = wanted[:m]
-        j = np.searchsorted(b_ends, wanted, side="right")
-        hit = b_starts[j] < wanted + transfers[p : p + m]
-        delays[p : p + m] = np.where(hit, b_ends[j] - wanted, 0)
+        # Out of passes: the rest in chunks, each at the shift known when it starts.
+        size = max(16, -(-(k - p) // _TAIL_CHUNKS))
+        while p < k:
+            stop = min(k, p + size)
+            wanted = nominal[p:stop] + shift
+            m = int(np.searchsorted(wanted, last, side="left"))
+            if not m:
+                return
+            wanted = wanted[:m]
+            j = np.searchsorted(b_ends, wanted, side="right")
+            hit = b_starts[j] < wanted + transfers[p : p + m]
+            got = np.where(hit, b_ends[j] - wanted, 0)
+            delays[p : p + m] = got
+            shift += int(got.sum())
+            p = stop
 
     def _insert(self, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> None:
         """Merge sorted, disjoint intervals into the calendar (touching ones coalesce)."""
@@ -271,9 +320,9 @@ class ChannelCalendar:
         self._s, self._e, self._lo, self._hi = s, e, 0, live
 
     def _trim(self) -> None:
-        live = self._hi - self._lo
-        if live > self.max_intervals:
-            self._lo += live - live // 2
+        """Over ``max_intervals``, keep the newest half of that many."""
+        if self._hi - self._lo > self.max_intervals:
+            self._lo = self._hi - self.max_intervals // 2
 
 
 def _union(
