@@ -22,6 +22,8 @@ from .devices.ram import Ram, RamModel
 from .kernel.buddy import BuddyAllocator, BuddyService
 from .kernel.kernel import Kernel
 from .kernel.layout import layout_for
+from .kernel.pagetable import KernelPageTable
+from .kernel.vmalloc import VmallocAllocator, VmallocService
 from .units import PAGE_SHIFT
 
 
@@ -55,14 +57,25 @@ class Machine:
         self.buddy = BuddyService(
             BuddyAllocator(config.ram >> PAGE_SHIFT, config.arch, config.cpus), tracer=tracer
         )
+        # The kernel page table lives in simulated RAM; its pages come from the buddy
+        # allocator (counted as PageTables), as the direct map is built at boot.
+        self.pagetable = KernelPageTable(self.buddy.model, self.ram.model, self.layout)
+        self.vmalloc = VmallocService(
+            VmallocAllocator(self.buddy.model, self.pagetable, self.layout, self.ram.model),
+            tracer=tracer,
+        )
         self.kernel = Kernel(
-            buddy=self.buddy, buddy_model=self.buddy.model, layout=self.layout, cpus=self.cpus
+            buddy=self.buddy,
+            buddy_model=self.buddy.model,
+            layout=self.layout,
+            cpus=self.cpus,
+            services={"vmalloc": self.vmalloc},
         )
 
     @property
     def units(self) -> list[Actor]:
         """Every actor of the machine, in start-up order (devices before their users)."""
-        return [self.ram, *self.cpus, self.buddy]
+        return [self.ram, *self.cpus, self.buddy, self.vmalloc]
 
     @property
     def now(self) -> int:

@@ -86,7 +86,11 @@ def test_a_64_gib_machine_boots_without_allocating_its_memory() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split(")")
-    assert out[0] == "(b'top', 1"
+    data, pages = out[0].split(", ")
+    assert data == "(b'top'"
+    # The page written, plus the kernel page tables (direct map in 2 MiB pages, vmalloc's
+    # preallocated tables), which live in simulated RAM: a few hundred of 16 M pages.
+    assert 1 < int(pages) < 500
     assert int(out[1]) < 100 * 1024  # KiB: far below 64 GiB
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 

@@ -19,6 +19,12 @@ from ..devices.cpu import Cpu
 from . import gfp as G
 from .buddy import AllocPages, AllocPagesBulk, BuddyAllocator, FreePages
 from .layout import Layout
+from .vmalloc import Vfree, Vmalloc, VmallocToPfn
+
+
+def _with_zero(gfp: int) -> int:
+    G.check_gfp(gfp)
+    return gfp | G.GFP_ZERO
 
 
 class Kernel:
@@ -53,6 +59,7 @@ class Kernel:
         self.cpu = cpu
         self._clock = cpus[cpu]
         self._services = services or {}
+        self._vmalloc: Actor = self._services["vmalloc"]
 
     def on_cpu(self, cpu: int) -> Kernel:
         """The same kernel, called from CPU ``cpu`` (its per-CPU lists and slabs)."""
@@ -101,6 +108,38 @@ class Kernel:
         G.check_gfp(gfp)
         pfns: list[int] = await self._call(self._buddy, AllocPagesBulk(nr_pages, gfp, self.cpu))
         return pfns
+
+    # ------------------------------------------------------------------ vmalloc
+
+    async def vmalloc(self, size: int, gfp: int = G.GFP_KERNEL, *, caller: str = "vmalloc") -> int:
+        """``vmalloc(size)``: virtually contiguous, physically scattered memory.
+
+        Pages come one at a time from the buddy allocator and are mapped with 4 KiB PTEs in
+        the kernel page table; the area is followed by an unmapped guard page.
+
+        Raises:
+            OutOfMemory: size 0 or beyond RAM ("vmalloc error: size N, exceeds total
+                pages"), or pages ran out (then nothing stays allocated).
+        """
+        return int(await self._call(self._vmalloc, Vmalloc(size, gfp, self.cpu, caller)))
+
+    async def vzalloc(self, size: int, gfp: int = G.GFP_KERNEL, *, caller: str = "vzalloc") -> int:
+        """``vzalloc(size)``: :meth:`vmalloc` of zeroed memory."""
+        return await self.vmalloc(size, _with_zero(gfp), caller=caller)
+
+    async def vfree(self, addr: int | None) -> None:
+        """``vfree(addr)``; ``vfree(0)`` does nothing.
+
+        Raises:
+            InvalidFree: not a vmalloc address (kmalloc memory is freed with kfree), or not
+                the start of a live area ("Trying to vfree() nonexistent vm area").
+            DoubleFree: freed twice.
+        """
+        await self._call(self._vmalloc, Vfree(addr, self.cpu))
+
+    async def vmalloc_to_pfn(self, addr: int) -> int:
+        """``vmalloc_to_pfn(addr)``: the page frame behind a vmalloc address (a page walk)."""
+        return int(await self._call(self._vmalloc, VmallocToPfn(addr)))
 
     # ------------------------------------------------------------------ addresses
 

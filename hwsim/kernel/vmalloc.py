@@ -66,10 +66,11 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections import OrderedDict
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 
+from ..core.actor import Actor, handles
 from ..devices.ram import RamModel
 from ..errors import DoubleFree, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT, PAGE_SIZE
@@ -691,3 +692,48 @@ class VmallocAllocator:
 def _gfp_or(gfp: int, flag: int) -> int:
     G.check_gfp(gfp)
     return gfp | flag
+
+
+# ---------------------------------------------------------------------- the actor
+
+
+@attrs.frozen
+class Vmalloc:
+    size: int
+    gfp: int
+    cpu: int
+    caller: str
+
+
+@attrs.frozen
+class Vfree:
+    addr: int | None
+    cpu: int
+
+
+@attrs.frozen
+class VmallocToPfn:
+    addr: int
+
+
+class VmallocService(Actor):
+    """vmalloc as a service: answers Vmalloc, Vfree and VmallocToPfn with the model."""
+
+    def __init__(self, model: VmallocAllocator, **kwargs: Any) -> None:
+        super().__init__("vmalloc", **kwargs)
+        self.model = model
+
+    @handles(Vmalloc)
+    def _vmalloc(self, msg: Vmalloc, at: int) -> tuple[int, int]:
+        return self.model.timed_vmalloc(msg.size, msg.gfp, msg.cpu, at, caller=msg.caller)
+
+    @handles(Vfree)
+    def _vfree(self, msg: Vfree, at: int) -> tuple[None, int]:
+        return self.model.timed_vfree(msg.addr, msg.cpu, at)
+
+    @handles(VmallocToPfn)
+    def _to_pfn(self, msg: VmallocToPfn, at: int) -> tuple[int, int]:
+        return self.model.timed_vmalloc_to_pfn(msg.addr, at)
+
+    def statistics(self) -> VmallocStatistics:
+        return self.model.statistics()
