@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from .allocators import allocators
 from .boot import boot_memory
 from .cpu import cpu_access
 from .harness import Section, Settings
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[Settings], Section]] = {
     "tracing": tracing,
     "boot": boot_memory,
     "cpu": cpu_access,
+    "allocators": allocators,
 }
 
 

@@ -38,6 +38,11 @@ class Settings:
         batch: addresses in one batched ``cpu.access`` call.
         boots: boots of the 64 GiB machine (the median is reported).
         touched_pages: pages the boot probe stores to.
+        alloc_rounds: interleaved repetitions of the allocator models (fresh models each).
+        alloc_pairs: alloc+free pairs per repetition of the buddy and kmalloc models.
+        vmalloc_pairs: vmalloc+vfree pairs per repetition of the vmalloc model.
+        alloc_runs: hwsim.run calls per quantum setting for the kernel API through actors.
+        alloc_blocks: interleaved blocks of every kernel-call variant per such run.
     """
 
     mode: str
@@ -51,6 +56,11 @@ class Settings:
     batch: int
     boots: int
     touched_pages: int
+    alloc_rounds: int
+    alloc_pairs: int
+    vmalloc_pairs: int
+    alloc_runs: int
+    alloc_blocks: int
 
     @classmethod
     def quick(cls) -> Settings:
@@ -66,6 +76,11 @@ class Settings:
             batch=100_000,
             boots=10,
             touched_pages=1_000,
+            alloc_rounds=5,
+            alloc_pairs=20_000,
+            vmalloc_pairs=1_000,
+            alloc_runs=3,
+            alloc_blocks=10,
         )
 
     @classmethod
@@ -82,6 +97,11 @@ class Settings:
             batch=100_000,
             boots=30,
             touched_pages=1_000,
+            alloc_rounds=11,
+            alloc_pairs=100_000,
+            vmalloc_pairs=5_000,
+            alloc_runs=4,
+            alloc_blocks=30,
         )
 
 

@@ -90,6 +90,15 @@ class Reservation:
     name: str
 
 
+def _can_steal_fallback(order: int, start_mt: int) -> bool:
+    """``can_steal_fallback()``: may a request claim the pageblock of a block of ``order``?"""
+    return (
+        order >= PAGEBLOCK_ORDER // 2
+        or start_mt == G.MIGRATE_RECLAIMABLE
+        or start_mt == G.MIGRATE_UNMOVABLE
+    )
+
+
 def boot_reservations(nr_pages: int, arch: str) -> list[Reservation]:
     """What memblock hands out before the buddy allocator starts, as on a real boot.
 
@@ -186,7 +195,7 @@ class BuddyAllocator:
                     self._free_range_at_boot(zone, pos, start)
                 pos = max(pos, end)
             zone.managed_pages = zone.free_pages
-        setup_watermarks(self.zones)
+        setup_watermarks(self.zones, highmem=self.arch == "i386")
         for zone in self.zones:
             batch = pcp_batch(zone)
             high = max(zone.watermark[WMARK_LOW] // self.nr_cpus, batch << 2)
@@ -239,7 +248,7 @@ class BuddyAllocator:
 
     def _decode(self, gfp: int) -> tuple[int, int, tuple[Zone, ...], int]:
         """(migratetype, highest zone index, zonelist, alloc flags) for a gfp mask."""
-        cached = self._gfp_cache.get(gfp)
+        cached = self._gfp_cache.get(gfp) if gfp.__class__ is int else None
         if cached is not None:
             return cached
         G.check_gfp(gfp)
@@ -412,7 +421,6 @@ class BuddyAllocator:
 
     def _rmqueue_fallback(self, zone: Zone, order: int, start_mt: int) -> bool:
         """``__rmqueue_fallback``: move a block from another migratetype to ``start_mt``."""
-        can_steal_small = start_mt != G.MIGRATE_MOVABLE or order >= PAGEBLOCK_ORDER // 2
         found: tuple[int, int] | None = None
         for current in range(MAX_PAGE_ORDER, order - 1, -1):
             for fallback in FALLBACKS[start_mt]:
@@ -424,18 +432,16 @@ class BuddyAllocator:
         if found is None:
             return False
         current, fallback = found
-        can_steal = current >= PAGEBLOCK_ORDER or can_steal_small
-        if not can_steal and current > order:
-            # A movable request steals the smallest block that fits, to keep fragmentation
-            # out of the unmovable pageblocks.
+        can_steal = _can_steal_fallback(current, start_mt)
+        if not can_steal and start_mt == G.MIGRATE_MOVABLE and current > order:
+            # find_smallest: a movable request that cannot claim the pageblock takes the
+            # smallest block that fits, leaving big unmovable-type blocks whole.
             for smaller in range(order, NR_PAGE_ORDERS):
-                for fb in FALLBACKS[start_mt]:
-                    if zone.free_area[smaller][fb]:
-                        current, fallback = smaller, fb
-                        break
-                else:
-                    continue
-                break
+                fb = next((f for f in FALLBACKS[start_mt] if zone.free_area[smaller][f]), None)
+                if fb is not None:
+                    current, fallback = smaller, fb
+                    break
+            can_steal = _can_steal_fallback(current, start_mt)
         pfn = next(iter(zone.free_area[current][fallback]))
         self.steals += 1
         if current >= PAGEBLOCK_ORDER:
@@ -501,7 +507,7 @@ class BuddyAllocator:
         self._op_cycles = 0
         self._op_locks.clear()
         got = self.allocated.get(pfn)
-        if got is None or got != order:
+        if got is None or got != order or pfn.__class__ is not int or order.__class__ is not int:
             self._reject_free(pfn, order)
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
             self._check_cpu(cpu)
@@ -551,10 +557,20 @@ class BuddyAllocator:
         if order >= PAGEBLOCK_ORDER:
             # A free block spanning whole pageblocks has one type.
             first = pfn >> PAGEBLOCK_ORDER
-            self.pageblock_mt[first : first + (1 << (order - PAGEBLOCK_ORDER))] = bytes([mt]) * (
-                1 << (order - PAGEBLOCK_ORDER)
+            n = 1 << (order - PAGEBLOCK_ORDER)
+            self.pageblock_mt[first : first + n] = bytes([mt]) * n
+        # buddy_merge_likely(): if the buddy one order up is free, this block will probably
+        # merge soon, so put it at the tail and hand out other blocks first.
+        to_tail = False
+        if order < MAX_PAGE_ORDER - 1:
+            higher_buddy = (pfn & ~(1 << order)) ^ (1 << (order + 1))
+            info = free_block.get(higher_buddy)
+            to_tail = (
+                info is not None
+                and info[0] == order + 1
+                and zone.start_pfn <= higher_buddy < zone.end_pfn
             )
-        self._add_to_free_list(zone, pfn, order, mt)
+        self._add_to_free_list(zone, pfn, order, mt, tail=to_tail)
 
     def drain_all_pages(self) -> None:
         """``drain_all_pages``: return every per-CPU list to the free lists."""

@@ -128,8 +128,13 @@ def min_free_kbytes(lowmem_kbytes: int) -> int:
     return max(128, min(262144, isqrt(lowmem_kbytes * 16)))
 
 
-def setup_watermarks(zones: list[Zone]) -> int:
+def setup_watermarks(zones: list[Zone], *, highmem: bool = False) -> int:
     """``__setup_per_zone_wmarks()`` and ``setup_per_zone_lowmem_reserve()``.
+
+    Args:
+        zones: every zone, indexed by zone number.
+        highmem: the kernel has a HighMem zone (i386); its min is clamped to [32, 128]
+            pages even when the zone is empty.
 
     Returns min_free_kbytes.
     """
@@ -137,15 +142,13 @@ def setup_watermarks(zones: list[Zone]) -> int:
     mfk = min_free_kbytes(lowmem_pages << (PAGE_SHIFT - 10))
     pages_min = mfk >> (PAGE_SHIFT - 10)
     for zone in zones:
-        if not zone.managed_pages:
-            zone.watermark = [0, 0, 0]
-            continue
-        if zone.index == ZONE_HIGHMEM:
+        share = pages_min * zone.managed_pages // lowmem_pages if lowmem_pages else 0
+        if zone.index == ZONE_HIGHMEM and highmem:
             # Highmem's min only limits GFP_HIGHMEM|__GFP_HIGH users; kept small.
             wmin = max(32, min(128, zone.managed_pages // 1024))
         else:
-            wmin = pages_min * zone.managed_pages // lowmem_pages
-        tmp = max(wmin >> 2, zone.managed_pages * WATERMARK_SCALE_FACTOR // 10000)
+            wmin = share
+        tmp = max(share >> 2, zone.managed_pages * WATERMARK_SCALE_FACTOR // 10000)
         zone.watermark = [wmin, wmin + tmp, wmin + 2 * tmp]
     for i, zone in enumerate(zones):
         reserve = [0] * len(zones)

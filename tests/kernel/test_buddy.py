@@ -188,11 +188,6 @@ def test_a_freed_block_goes_to_the_head_of_its_list_and_is_reused_first() -> Non
     assert buddy.alloc_pages(4, GFP_HIGHUSER_MOVABLE) == 3984
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="buddy._free_one_page() always adds to the list head; Linux's __free_one_page() "
-    "adds to the tail when buddy_merge_likely(): the parent's buddy one order up is free",
-)
 def test_a_freed_block_whose_merge_is_likely_goes_to_the_tail_of_its_list() -> None:
     buddy = BuddyAllocator(16 * MIB)
     a = buddy.alloc_pages(4, GFP_HIGHUSER_MOVABLE)  # 3968
@@ -368,13 +363,6 @@ def test_a_movable_request_takes_the_smallest_fallback_block_when_none_can_be_cl
     assert all(mt == U for p, (_, mt) in buddy.free_block.items() if p != 3075)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="buddy._rmqueue_fallback() decides whether a movable request may claim the "
-    "pageblock from the requested order; Linux's can_steal_fallback() looks at the order "
-    "of the free block found (>= pageblock_order / 2 = 4), so stealing from an o8 block "
-    "with half the pageblock free claims the pageblock",
-)
 def test_a_movable_request_claims_the_pageblock_of_a_fallback_block_of_order_4_or_more() -> None:
     buddy = _16mib_with_unmovable_big_blocks_and_no_movable_ones()
     assert sorted(buddy.alloc_pages(10, GFP_KERNEL) for _ in range(2)) == [1024, 2048]
@@ -460,14 +448,6 @@ def busy() -> BuddyAllocator:
     return buddy
 
 
-GFP_CACHE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BuddyAllocator._decode() looks gfp up in its cache before check_gfp(): once "
-    "GFP_DMA (1) has been used, gfp=True or 1.0 (equal and hash-equal to 1) hits the cache "
-    "and allocates as GFP_DMA instead of raising TypeError",
-)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -480,8 +460,8 @@ GFP_CACHE_BUG = pytest.mark.xfail(
         ({"gfp": GFP_KERNEL | (1 << 30)}, ValueError),
         ({"gfp": -1}, ValueError),
         ({"gfp": "GFP_KERNEL"}, TypeError),
-        pytest.param({"gfp": True}, TypeError, marks=GFP_CACHE_BUG),
-        pytest.param({"gfp": 1.0}, TypeError, marks=GFP_CACHE_BUG),
+        pytest.param({"gfp": True}, TypeError),
+        pytest.param({"gfp": 1.0}, TypeError),
         ({"gfp": 2.0}, TypeError),  # not cached yet: check_gfp() sees it
         ({"cpu": 2}, ValueError),
         ({"cpu": -1}, ValueError),
@@ -568,11 +548,6 @@ def test_double_free_is_an_invalid_free() -> None:
     assert issubclass(DoubleFree, InvalidFree)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="free_pages() looks the pfn up in the allocated dict before checking its type; "
-    "256.0 == 256 finds the block, which is deleted before `pfn >> 9` raises TypeError",
-)
 def test_a_float_pfn_equal_to_an_allocated_block_raises_and_changes_nothing() -> None:
     buddy = BuddyAllocator(64 * MIB)
     pfn = buddy.alloc_pages(3, GFP_DMA)
@@ -582,11 +557,6 @@ def test_a_float_pfn_equal_to_an_allocated_block_raises_and_changes_nothing() ->
     assert snapshot(buddy) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="free_pages() compares the order with `!=` only, so order=True (== 1) frees an "
-    "order-1 block instead of raising TypeError as alloc_pages(True) does",
-)
 def test_order_true_is_rejected_by_free_pages_too() -> None:
     buddy = BuddyAllocator(64 * MIB)
     pfn = buddy.alloc_pages(1, GFP_DMA)

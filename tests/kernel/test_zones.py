@@ -225,12 +225,6 @@ def test_i386_lowmem_excludes_highmem_from_min_free_kbytes() -> None:
     assert normal.watermark == [929, 1161, 1393]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="zones.setup_watermarks() derives HighMem's low/high distance from the clamped "
-    "min (32 >> 2 = 8) instead of the zone's proportional share of pages_min as "
-    "__setup_per_zone_wmarks() does (tmp is computed before the highmem clamp)",
-)
 def test_i386_highmem_low_and_high_use_the_proportional_share_of_pages_min() -> None:
     buddy = BuddyAllocator(1 * GIB, arch="i386")
     highmem = buddy.zones[ZONE_HIGHMEM]
@@ -241,12 +235,6 @@ def test_i386_highmem_low_and_high_use_the_proportional_share_of_pages_min() -> 
     assert highmem.watermark == [32, 66, 100]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="zones.setup_watermarks() gives an empty HighMem zone watermarks of 0; the "
-    "kernel's for_each_zone() loop also visits empty zones and clamps HighMem's min to "
-    "SWAP_CLUSTER_MAX (32), which /proc/zoneinfo shows as min/low/high 32",
-)
 def test_an_empty_highmem_zone_still_gets_the_clamped_min_watermark() -> None:
     buddy = BuddyAllocator(512 * MIB, arch="i386")
     highmem = buddy.zones[ZONE_HIGHMEM]
