@@ -23,6 +23,7 @@ from .kernel.buddy import BuddyAllocator, BuddyService
 from .kernel.kernel import Kernel
 from .kernel.layout import layout_for
 from .kernel.pagetable import KernelPageTable
+from .kernel.proc import MeminfoSources, Proc, ProcConfig, VmallocInfoRow, meminfo_sources
 from .kernel.vmalloc import VmallocAllocator, VmallocService
 from .units import PAGE_SHIFT
 
@@ -34,6 +35,7 @@ class Machine:
         config: the :class:`MachineConfig` it was built from.
         cpus: the CPU units, ``cpus[i]`` named ``"cpu{i}"``.
         ram: the RAM unit.
+        proc: the machine's /proc files: ``proc.read("buddyinfo")``, ``proc.dump(dir)``.
         kernel: the kernel's memory API (:class:`~hwsim.kernel.kernel.Kernel`), CPU 0's view.
         layout: the kernel's virtual address layout (direct map, vmalloc range).
         random: a ``random.Random`` seeded from ``config.seed``, for workloads that want
@@ -64,12 +66,45 @@ class Machine:
             VmallocAllocator(self.buddy.model, self.pagetable, self.layout, self.ram.model),
             tracer=tracer,
         )
+        self.proc_config = ProcConfig.for_arch(config.arch, cma=config.cma > 0)
+        self.proc = Proc.for_buddy(
+            self.buddy.model,
+            self.proc_config,
+            layout=self.layout,
+            vmallocinfo=self._vmallocinfo_rows,
+            meminfo=self._meminfo_sources,
+        )
         self.kernel = Kernel(
             buddy=self.buddy,
             buddy_model=self.buddy.model,
             layout=self.layout,
             cpus=self.cpus,
             services={"vmalloc": self.vmalloc},
+        )
+
+    def _vmallocinfo_rows(self) -> list[VmallocInfoRow]:
+        return [
+            VmallocInfoRow(
+                addr=a.addr,
+                size=a.size,
+                caller=a.caller,
+                nr_pages=a.nr_pages,
+                flags=a.vm_flags,
+                vpages=a.vpages,
+            )
+            for a in self.vmalloc.model.areas()
+        ]
+
+    def _meminfo_sources(self) -> MeminfoSources:
+        swap_pages = self.config.swap >> PAGE_SHIFT
+        return meminfo_sources(
+            self.buddy.model,
+            self.proc_config,
+            layout=self.layout,
+            page_tables=self.pagetable.nr_pagetable_pages,
+            vmalloc_used=self.vmalloc.model.vmalloc_used_pages,
+            swap_total=swap_pages,
+            swap_free=swap_pages,
         )
 
     @property
