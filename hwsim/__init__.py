@@ -40,6 +40,15 @@ from .kernel.gfp import GFP_NOWARN as GFP_NOWARN
 from .kernel.gfp import GFP_USER as GFP_USER
 from .kernel.gfp import GFP_ZERO as GFP_ZERO
 from .kernel.kernel import Kernel as Kernel
+from .kernel.kmalloc import ZERO_SIZE_PTR as ZERO_SIZE_PTR
+from .kernel.slab import SLAB_CACHE_DMA as SLAB_CACHE_DMA
+from .kernel.slab import SLAB_HWCACHE_ALIGN as SLAB_HWCACHE_ALIGN
+from .kernel.slab import SLAB_POISON as SLAB_POISON
+from .kernel.slab import SLAB_RECLAIM_ACCOUNT as SLAB_RECLAIM_ACCOUNT
+from .kernel.slab import SLAB_RED_ZONE as SLAB_RED_ZONE
+from .kernel.slab import SLAB_STORE_USER as SLAB_STORE_USER
+from .kernel.slab import KmemCache as KmemCache
+from .kernel.slab import SlabCacheBusy as SlabCacheBusy
 from .kernel.zones import MAX_PAGE_ORDER as MAX_PAGE_ORDER
 from .machine import Machine as Machine
 from .machine import boot as boot

@@ -21,9 +21,18 @@ from .devices.cpu import Cpu
 from .devices.ram import Ram, RamModel
 from .kernel.buddy import BuddyAllocator, BuddyService
 from .kernel.kernel import Kernel
+from .kernel.kmalloc import Kmalloc, SlabService
 from .kernel.layout import layout_for
 from .kernel.pagetable import KernelPageTable
-from .kernel.proc import MeminfoSources, Proc, ProcConfig, VmallocInfoRow, meminfo_sources
+from .kernel.proc import (
+    MeminfoSources,
+    Proc,
+    ProcConfig,
+    SlabInfoRow,
+    VmallocInfoRow,
+    meminfo_sources,
+)
+from .kernel.slab import SlabAllocator
 from .kernel.vmalloc import VmallocAllocator, VmallocService
 from .units import PAGE_SHIFT
 
@@ -66,12 +75,23 @@ class Machine:
             VmallocAllocator(self.buddy.model, self.pagetable, self.layout, self.ram.model),
             tracer=tracer,
         )
+        slab = SlabAllocator(
+            self.buddy.model,
+            self.ram.model,
+            self.layout,
+            config.cpus,
+            slub_debug=config.debug.slub_debug,
+        )
+        self.slab = SlabService(
+            slab, Kmalloc(slab, self.buddy.model, self.ram.model, self.layout), tracer=tracer
+        )
         self.proc_config = ProcConfig.for_arch(config.arch, cma=config.cma > 0)
         self.proc = Proc.for_buddy(
             self.buddy.model,
             self.proc_config,
             layout=self.layout,
             vmallocinfo=self._vmallocinfo_rows,
+            slabinfo=self._slabinfo_rows,
             meminfo=self._meminfo_sources,
         )
         self.kernel = Kernel(
@@ -79,7 +99,7 @@ class Machine:
             buddy_model=self.buddy.model,
             layout=self.layout,
             cpus=self.cpus,
-            services={"vmalloc": self.vmalloc},
+            services={"vmalloc": self.vmalloc, "slab": self.slab},
         )
 
     def _vmallocinfo_rows(self) -> list[VmallocInfoRow]:
@@ -95,6 +115,21 @@ class Machine:
             for a in self.vmalloc.model.areas()
         ]
 
+    def _slabinfo_rows(self) -> list[SlabInfoRow]:
+        return [
+            SlabInfoRow(
+                name=i.name,
+                active_objs=i.active_objs,
+                num_objs=i.num_objs,
+                objsize=i.objsize,
+                objperslab=i.objperslab,
+                pagesperslab=i.pagesperslab,
+                active_slabs=i.active_slabs,
+                num_slabs=i.num_slabs,
+            )
+            for i in self.slab.model.slabinfo()
+        ]
+
     def _meminfo_sources(self) -> MeminfoSources:
         swap_pages = self.config.swap >> PAGE_SHIFT
         return meminfo_sources(
@@ -103,6 +138,8 @@ class Machine:
             layout=self.layout,
             page_tables=self.pagetable.nr_pagetable_pages,
             vmalloc_used=self.vmalloc.model.vmalloc_used_pages,
+            slab_reclaimable=self.slab.model.nr_slab_reclaimable,
+            slab_unreclaimable=self.slab.model.nr_slab_unreclaimable,
             swap_total=swap_pages,
             swap_free=swap_pages,
         )
@@ -110,7 +147,7 @@ class Machine:
     @property
     def units(self) -> list[Actor]:
         """Every actor of the machine, in start-up order (devices before their users)."""
-        return [self.ram, *self.cpus, self.buddy, self.vmalloc]
+        return [self.ram, *self.cpus, self.buddy, self.slab, self.vmalloc]
 
     @property
     def now(self) -> int:

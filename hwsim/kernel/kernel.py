@@ -11,15 +11,34 @@ A ``Kernel`` runs "on" one CPU (per-CPU page lists and slabs are that CPU's);
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core.actor import Actor
 from ..devices.cpu import Cpu
+from ..errors import OutOfMemory
+from ..units import PAGE_SIZE
 from . import gfp as G
 from .buddy import AllocPages, AllocPagesBulk, BuddyAllocator, FreePages
+from .kmalloc import (
+    KcallocMsg,
+    KfreeMsg,
+    KmallocMsg,
+    KmemCacheAlloc,
+    KmemCacheCreate,
+    KmemCacheDestroy,
+    KmemCacheFree,
+    KmemCacheShrink,
+    KreallocMsg,
+    KsizeMsg,
+)
 from .layout import Layout
+from .slab import KmemCache
 from .vmalloc import Vfree, Vmalloc, VmallocToPfn
+
+_GFP_RETRY_MAYFAIL = G.__GFP_RETRY_MAYFAIL
+_GFP_NORETRY = G.__GFP_NORETRY
+_GFP_DIRECT_RECLAIM = G.__GFP_DIRECT_RECLAIM
 
 
 def _with_zero(gfp: int) -> int:
@@ -60,6 +79,7 @@ class Kernel:
         self._clock = cpus[cpu]
         self._services = services or {}
         self._vmalloc: Actor = self._services["vmalloc"]
+        self._slab: Actor = self._services["slab"]
 
     def on_cpu(self, cpu: int) -> Kernel:
         """The same kernel, called from CPU ``cpu`` (its per-CPU lists and slabs)."""
@@ -108,6 +128,122 @@ class Kernel:
         G.check_gfp(gfp)
         pfns: list[int] = await self._call(self._buddy, AllocPagesBulk(nr_pages, gfp, self.cpu))
         return pfns
+
+    # ------------------------------------------------------------------ slab caches
+
+    async def kmem_cache_create(
+        self,
+        name: str,
+        size: int,
+        align: int = 0,
+        flags: int = 0,
+        ctor: Callable[[int], object] | None = None,
+    ) -> KmemCache:
+        """``kmem_cache_create()``: a cache of equal objects (SLUB layout and slab order).
+
+        ``ctor(addr)`` runs for every object when a new slab is set up, as in Linux.
+        """
+        cache: KmemCache = await self._call(
+            self._slab, KmemCacheCreate(name, size, align, flags, ctor)
+        )
+        return cache
+
+    async def kmem_cache_alloc(self, cache: KmemCache, gfp: int = G.GFP_KERNEL) -> int:
+        """``kmem_cache_alloc()``: an object from this CPU's slab (a freed one first)."""
+        return int(await self._call(self._slab, KmemCacheAlloc(cache, gfp, self.cpu)))
+
+    async def kmem_cache_zalloc(self, cache: KmemCache, gfp: int = G.GFP_KERNEL) -> int:
+        """``kmem_cache_zalloc()``: a zeroed object."""
+        return int(await self._call(self._slab, KmemCacheAlloc(cache, gfp, self.cpu, True)))
+
+    async def kmem_cache_free(self, cache: KmemCache, addr: int) -> None:
+        """``kmem_cache_free()``.
+
+        Raises:
+            DoubleFree: "Object already free".
+            InvalidFree: not an object of this cache.
+        """
+        await self._call(self._slab, KmemCacheFree(cache, addr, self.cpu))
+
+    async def kmem_cache_shrink(self, cache: KmemCache) -> int:
+        """``kmem_cache_shrink()``: give empty slabs back to the page allocator."""
+        return int(await self._call(self._slab, KmemCacheShrink(cache, self.cpu)))
+
+    async def kmem_cache_destroy(self, cache: KmemCache | None) -> None:
+        """``kmem_cache_destroy()``; with live objects raises SlabCacheBusy
+        ("kmem_cache_destroy X: Slab cache still has objects") and keeps the cache."""
+        await self._call(self._slab, KmemCacheDestroy(cache, self.cpu))
+
+    # ------------------------------------------------------------------ kmalloc
+
+    async def kmalloc(self, size: int, gfp: int = G.GFP_KERNEL) -> int:
+        """``kmalloc(size, gfp)``: physically contiguous, in the direct map.
+
+        Sizes up to 8 KiB come from the kmalloc-N caches (dma-kmalloc-N with GFP_DMA);
+        larger ones are whole pages from the buddy allocator. ``kmalloc(0)`` returns
+        ZERO_SIZE_PTR (16).
+
+        Raises:
+            OutOfMemory: above KMALLOC_MAX_SIZE (4 MiB), or no memory.
+        """
+        return int(await self._call(self._slab, KmallocMsg(size, gfp, self.cpu)))
+
+    async def kzalloc(self, size: int, gfp: int = G.GFP_KERNEL) -> int:
+        """``kzalloc()``: :meth:`kmalloc` of zeroed memory."""
+        return await self.kmalloc(size, _with_zero(gfp))
+
+    async def kcalloc(self, n: int, size: int, gfp: int = G.GFP_KERNEL) -> int:
+        """``kcalloc(n, size)``: a zeroed array; OutOfMemory if ``n * size`` overflows."""
+        return int(await self._call(self._slab, KcallocMsg(n, size, gfp, self.cpu)))
+
+    async def krealloc(self, addr: int | None, new_size: int, gfp: int = G.GFP_KERNEL) -> int:
+        """``krealloc()``: in place when ``ksize(addr) >= new_size``, else copy and free."""
+        return int(await self._call(self._slab, KreallocMsg(addr, new_size, gfp, self.cpu)))
+
+    async def kfree(self, addr: int | None) -> None:
+        """``kfree()``; ``kfree(0)`` and ``kfree(ZERO_SIZE_PTR)`` do nothing.
+
+        Raises:
+            InvalidFree: not kmalloc memory (a vmalloc address needs vfree or kvfree).
+            DoubleFree: "Object already free".
+        """
+        await self._call(self._slab, KfreeMsg(addr, self.cpu))
+
+    async def ksize(self, addr: int | None) -> int:
+        """``ksize()``: the usable size of a kmalloc object (its cache's object size)."""
+        return int(await self._call(self._slab, KsizeMsg(addr)))
+
+    async def kvmalloc(self, size: int, gfp: int = G.GFP_KERNEL) -> int:
+        """``kvmalloc()``: kmalloc, falling back to vmalloc when no contiguous block is free.
+
+        As ``kvmalloc_node()``: above a page the kmalloc attempt is quiet and does not
+        retry (__GFP_NOWARN | __GFP_NORETRY); only blocking allocations fall back.
+        """
+        G.check_gfp(gfp)
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"kvmalloc takes a size (int), got {size!r}")
+        kmalloc_gfp = gfp
+        if size > PAGE_SIZE:
+            kmalloc_gfp |= G.GFP_NOWARN
+            if not gfp & _GFP_RETRY_MAYFAIL:
+                kmalloc_gfp |= _GFP_NORETRY
+        try:
+            return await self.kmalloc(size, kmalloc_gfp)
+        except OutOfMemory:
+            if size <= PAGE_SIZE or not gfp & _GFP_DIRECT_RECLAIM:
+                raise
+        return await self.vmalloc(size, gfp, caller="kvmalloc_node")
+
+    async def kvzalloc(self, size: int, gfp: int = G.GFP_KERNEL) -> int:
+        """``kvzalloc()``: :meth:`kvmalloc` of zeroed memory."""
+        return await self.kvmalloc(size, _with_zero(gfp))
+
+    async def kvfree(self, addr: int | None) -> None:
+        """``kvfree()``: vfree for vmalloc addresses, kfree for the rest."""
+        if isinstance(addr, int) and not isinstance(addr, bool) and self.is_vmalloc_addr(addr):
+            await self.vfree(addr)
+        else:
+            await self.kfree(addr)
 
     # ------------------------------------------------------------------ vmalloc
 
@@ -161,5 +297,12 @@ class Kernel:
         return self.layout.pfn_to_virt(pfn)
 
     def dmesg(self) -> list[str]:
-        """What the kernel has logged (allocation-failure warnings and the like)."""
-        return list(self.buddy_model.log)
+        """What the kernel has logged (allocation-failure warnings, SLUB reports, ...).
+
+        Each service keeps its own log; they are listed page allocator first, then slab,
+        then vmalloc (not interleaved by time).
+        """
+        logs: list[str] = list(self.buddy_model.log)
+        for name in ("slab", "vmalloc"):
+            logs.extend(getattr(self._services[name].model, "log", []))
+        return logs

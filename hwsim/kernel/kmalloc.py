@@ -34,8 +34,12 @@ size lookup costs a few cycles, copying and zeroing BYTES_PER_CYCLE bytes a cycl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import attrs
 
+from ..core.actor import Actor, handles
 from ..devices.ram import RamModel
 from ..errors import DoubleFree, HwsimError, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT, PAGE_SIZE, format_size
@@ -57,6 +61,7 @@ from .slab import (
     SLAB_RECLAIM_ACCOUNT,
     KmemCache,
     SlabAllocator,
+    SlabStatistics,
     get_order,
 )
 from .zones import MAX_PAGE_ORDER
@@ -572,3 +577,133 @@ class Kmalloc:
             nr_large=len(self._large),
             nr_large_pages=self.nr_large_pages,
         )
+
+
+# ---------------------------------------------------------------------- the actor
+# One service, "slab", answers both the kmem_cache_* and the kmalloc family: kmalloc is a set
+# of slab caches, and both share the per-CPU slabs and the list locks. It lives here because
+# kmalloc.py knows both models (slab.py does not import kmalloc).
+
+
+@attrs.frozen
+class KmemCacheCreate:
+    name: str
+    size: int
+    align: int
+    flags: int
+    ctor: Callable[[int], object] | None
+
+
+@attrs.frozen
+class KmemCacheAlloc:
+    cache: KmemCache
+    gfp: int
+    cpu: int
+    zero: bool = False
+
+
+@attrs.frozen
+class KmemCacheFree:
+    cache: KmemCache
+    addr: int
+    cpu: int
+
+
+@attrs.frozen
+class KmemCacheShrink:
+    cache: KmemCache
+    cpu: int
+
+
+@attrs.frozen
+class KmemCacheDestroy:
+    cache: KmemCache | None
+    cpu: int
+
+
+@attrs.frozen
+class KmallocMsg:
+    size: int
+    gfp: int
+    cpu: int
+
+
+@attrs.frozen
+class KcallocMsg:
+    n: int
+    size: int
+    gfp: int
+    cpu: int
+
+
+@attrs.frozen
+class KreallocMsg:
+    addr: int | None
+    new_size: int
+    gfp: int
+    cpu: int
+
+
+@attrs.frozen
+class KfreeMsg:
+    addr: int | None
+    cpu: int
+
+
+@attrs.frozen
+class KsizeMsg:
+    addr: int | None
+
+
+class SlabService(Actor):
+    """The slab allocator and kmalloc as a service (``Machine.stats()["slab"]``)."""
+
+    def __init__(self, slab: SlabAllocator, kmalloc: Kmalloc, **kwargs: Any) -> None:
+        super().__init__("slab", **kwargs)
+        self.model = slab
+        self.kmalloc = kmalloc
+
+    @handles(KmemCacheCreate)
+    def _create(self, m: KmemCacheCreate, at: int) -> tuple[KmemCache, int]:
+        return self.model.timed_kmem_cache_create(m.name, m.size, m.align, m.flags, m.ctor, at)
+
+    @handles(KmemCacheAlloc)
+    def _alloc(self, m: KmemCacheAlloc, at: int) -> tuple[int, int]:
+        if m.zero:
+            return self.model.timed_kmem_cache_zalloc(m.cache, m.gfp, m.cpu, at)
+        return self.model.timed_kmem_cache_alloc(m.cache, m.gfp, m.cpu, at)
+
+    @handles(KmemCacheFree)
+    def _free(self, m: KmemCacheFree, at: int) -> tuple[None, int]:
+        return self.model.timed_kmem_cache_free(m.cache, m.addr, m.cpu, at)
+
+    @handles(KmemCacheShrink)
+    def _shrink(self, m: KmemCacheShrink, at: int) -> tuple[int, int]:
+        return self.model.timed_kmem_cache_shrink(m.cache, m.cpu, at)
+
+    @handles(KmemCacheDestroy)
+    def _destroy(self, m: KmemCacheDestroy, at: int) -> tuple[None, int]:
+        return self.model.timed_kmem_cache_destroy(m.cache, m.cpu, at)
+
+    @handles(KmallocMsg)
+    def _kmalloc(self, m: KmallocMsg, at: int) -> tuple[int, int]:
+        return self.kmalloc.timed_kmalloc(m.size, m.gfp, m.cpu, at)
+
+    @handles(KcallocMsg)
+    def _kcalloc(self, m: KcallocMsg, at: int) -> tuple[int, int]:
+        return self.kmalloc.timed_kcalloc(m.n, m.size, m.gfp, m.cpu, at)
+
+    @handles(KreallocMsg)
+    def _krealloc(self, m: KreallocMsg, at: int) -> tuple[int, int]:
+        return self.kmalloc.timed_krealloc(m.addr, m.new_size, m.gfp, m.cpu, at)
+
+    @handles(KfreeMsg)
+    def _kfree(self, m: KfreeMsg, at: int) -> tuple[None, int]:
+        return self.kmalloc.timed_kfree(m.addr, m.cpu, at)
+
+    @handles(KsizeMsg)
+    def _ksize(self, m: KsizeMsg, at: int) -> tuple[int, int]:
+        return self.kmalloc.timed_ksize(m.addr, at)
+
+    def statistics(self) -> SlabStatistics:
+        return self.model.statistics()
