@@ -197,3 +197,40 @@ def test_to_jsonable_turns_numpy_and_tuples_into_plain_python() -> None:
 def test_to_jsonable_names_the_value_json_cannot_hold(value: object, message: str) -> None:
     with pytest.raises(InvalidScenario, match=message):
         to_jsonable(value, "result")
+
+
+@pytest.fixture(scope="module")
+def fragmentation() -> dict[str, Any]:
+    return run_scenario("fragmentation", seed=1)
+
+
+def test_fragmentation_makes_kmalloc_fail_while_memory_is_free_and_vmalloc_still_works(
+    fragmentation: dict[str, Any],
+) -> None:
+    by_order = {p["order"]: p for p in fragmentation["kmalloc_vs_vmalloc_by_size"]}
+    order4 = by_order[4]["kmalloc_first_failed_round"]
+    assert order4 is not None and order4 > 0
+    assert by_order[4]["free_MiB_then"] > 8  # many MiB free, none of it contiguous enough
+    assert all(p["vmalloc_first_failed_round"] is None for p in by_order.values())
+    assert not fragmentation["summary"]["vmalloc_ever_failed"]
+    # Bigger blocks run out first: the failures walk down the orders.
+    firsts = [by_order[o]["kmalloc_first_failed_round"] for o in range(10, 3, -1)]
+    assert all(f is not None for f in firsts)
+    assert firsts == sorted(firsts)
+
+
+def test_fragmentation_drains_the_high_order_free_lists_over_time(
+    fragmentation: dict[str, Any],
+) -> None:
+    rows = fragmentation["buddyinfo_over_time"]
+    assert rows[0]["o10"] > 5 and rows[-1]["o10"] == 0
+    assert rows[-1]["o0"] > 10 * max(rows[0]["o0"], 1)
+    assert rows[-1]["largest_order"] < rows[0]["largest_order"]
+
+
+def test_fragmentation_plots_its_result(fragmentation: dict[str, Any], tmp_path: Path) -> None:
+    scenario = load_scenario("fragmentation")
+    assert scenario.plot is not None
+    path = tmp_path / "frag.png"
+    scenario.plot(fragmentation, str(path))
+    assert path.read_bytes().startswith(b"\x89PNG")
