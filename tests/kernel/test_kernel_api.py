@@ -108,3 +108,66 @@ async def test_address_helpers_are_linux_arithmetic(machine: hwsim.Machine) -> N
         k.virt_to_phys(0xFFFFC90000001000)
     with pytest.raises(ValueError, match="cpu must be"):
         k.on_cpu(2)
+
+
+@pytest.mark.machine(cpus=4)
+async def test_cpus_kmallocing_at_once_get_disjoint_objects_from_their_own_slabs(
+    machine: hwsim.Machine,
+) -> None:
+    got: dict[int, list[int]] = {}
+
+    async def worker(cpu: int) -> None:
+        kernel = machine.kernel.on_cpu(cpu)
+        got[cpu] = [await kernel.kmalloc(192) for _ in range(40)]
+
+    async with trio.open_nursery() as nursery:
+        for cpu in range(4):
+            nursery.start_soon(worker, cpu)
+    everything = sorted(a for addrs in got.values() for a in addrs)
+    assert len(set(everything)) == 160
+    assert all(b - a >= 192 for a, b in itertools.pairwise(everything))
+    # Each CPU allocates from its own per-CPU slab: the first objects of two CPUs never
+    # share a slab page.
+    first_pages = {got[cpu][0] >> 12 for cpu in range(4)}
+    assert len(first_pages) == 4
+    for cpu, addrs in got.items():
+        for addr in addrs:
+            await machine.kernel.on_cpu(cpu).kfree(addr)
+    assert machine.slab.model.find_cache("kmalloc-192").nr_allocated == 0
+
+
+@pytest.mark.machine(cpus=1)
+async def test_kvmalloc_falls_back_to_vmalloc_and_kvfree_frees_either(
+    machine: hwsim.Machine,
+) -> None:
+    k = machine.kernel
+    small = await k.kvmalloc(1000)
+    assert not k.is_vmalloc_addr(small)
+    # Take every page, then give back every other one: plenty free, nothing contiguous.
+    hog: list[int] = []
+    while True:
+        try:
+            hog.extend(await k.alloc_pages_bulk(256, gfp=hwsim.GFP_KERNEL | hwsim.GFP_NOWARN))
+        except hwsim.OutOfMemory:
+            break
+    hog.sort()
+    for pfn in hog[::2]:
+        await k.free_pages(pfn)
+    hog = hog[1::2]
+    pairs: list[int] = []  # and every block of order >= 1 left below the watermarks
+    while True:
+        try:
+            pairs.append(await k.alloc_pages(1, gfp=hwsim.GFP_KERNEL | hwsim.GFP_NOWARN))
+        except hwsim.OutOfMemory:
+            break
+    big = await k.kvmalloc(64 * 1024)
+    assert k.is_vmalloc_addr(big)
+    with pytest.raises(hwsim.InvalidFree, match="vfree"):
+        await k.kfree(big)
+    await k.kvfree(big)
+    await k.kvfree(small)
+    for pfn in hog:
+        await k.free_pages(pfn)
+    for pfn in pairs:
+        await k.free_pages(pfn, 1)
+    assert machine.vmalloc.model.vmalloc_used_pages == 0
