@@ -15,6 +15,9 @@ vmalloc/vfree on one model stack must keep every book balanced after every step:
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -60,10 +63,8 @@ class Allocators(RuleBasedStateMachine):
 
     @rule(order=st.integers(0, 4), gfp=GFPS, cpu=st.integers(0, 1))
     def alloc_pages(self, order: int, gfp: int, cpu: int) -> None:
-        try:
+        with contextlib.suppress(hwsim.OutOfMemory):
             self.pages[self.buddy.alloc_pages(order, gfp, cpu)] = order
-        except hwsim.OutOfMemory:
-            pass
 
     @precondition(lambda self: self.pages)
     @rule(data=st.data(), cpu=st.integers(0, 1))
@@ -74,10 +75,8 @@ class Allocators(RuleBasedStateMachine):
     @rule(size=st.integers(1, 20000), cpu=st.integers(0, 1), zero=st.booleans())
     def kmalloc_(self, size: int, cpu: int, zero: bool) -> None:
         gfp = hwsim.GFP_KERNEL | (hwsim.GFP_ZERO if zero else 0)
-        try:
+        with contextlib.suppress(hwsim.OutOfMemory):
             self.objects[self.kmalloc.kmalloc(size, gfp, cpu)] = size
-        except hwsim.OutOfMemory:
-            pass
 
     @precondition(lambda self: self.objects)
     @rule(data=st.data(), cpu=st.integers(0, 1))
@@ -88,10 +87,8 @@ class Allocators(RuleBasedStateMachine):
 
     @rule(cpu=st.integers(0, 1))
     def cache_alloc(self, cpu: int) -> None:
-        try:
+        with contextlib.suppress(hwsim.OutOfMemory):
             self.cache_objects.append(self.slab.kmem_cache_alloc(self.cache, hwsim.GFP_KERNEL, cpu))
-        except hwsim.OutOfMemory:
-            pass
 
     @precondition(lambda self: self.cache_objects)
     @rule(data=st.data(), cpu=st.integers(0, 1))
@@ -101,10 +98,8 @@ class Allocators(RuleBasedStateMachine):
 
     @rule(pages=st.integers(1, 40))
     def vmalloc_(self, pages: int) -> None:
-        try:
+        with contextlib.suppress(hwsim.OutOfMemory):
             self.areas[self.vmalloc.vmalloc(pages * 4096 - 100)] = pages
-        except hwsim.OutOfMemory:
-            pass
 
     @precondition(lambda self: self.areas)
     @rule(data=st.data())
@@ -146,7 +141,7 @@ class Allocators(RuleBasedStateMachine):
                 )
             )
         spans.sort()
-        for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+        for (_, end, a), (start, _, b) in itertools.pairwise(spans):
             assert end <= start, f"a {a} span overlaps a {b} span at {start:#x}"
 
     def teardown(self) -> None:
