@@ -122,7 +122,7 @@ def format_gfp(gfp: int) -> str:
     """``%#x(%pGg)``: the mask in hex and by name, as page-allocation-failure reports print it.
 
     >>> format_gfp(GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO)
-    '0x2cc0(GFP_KERNEL|__GFP_NOWARN|__GFP_ZERO)'
+    '0x2dc0(GFP_KERNEL|__GFP_NOWARN|__GFP_ZERO)'
     """
     names: list[str] = []
     rest = gfp
