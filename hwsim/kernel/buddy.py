@@ -166,6 +166,13 @@ class BuddyAllocator:
         nr_pageblocks = -(-nr_pages // PAGEBLOCK_NR_PAGES)
         # memmap_init() marks every pageblock movable at boot.
         self.pageblock_mt = bytearray([G.MIGRATE_MOVABLE]) * nr_pageblocks
+        # Zone boundaries are pageblock-aligned (16 MiB, 4 GiB, 896 MiB), so a pageblock's
+        # zone is a byte lookup: free_pages finds the zone without searching.
+        self.pageblock_zone = bytearray(nr_pageblocks)
+        for zone in self.zones:
+            first, last = zone.start_pfn >> PAGEBLOCK_ORDER, -(-zone.end_pfn >> PAGEBLOCK_ORDER)
+            if zone.end_pfn > zone.start_pfn:
+                self.pageblock_zone[first:last] = bytes([zone.index]) * (last - first)
         self.allocated: dict[int, int] = {}  # head pfn -> order
         self.free_block: dict[int, tuple[int, int]] = {}  # head pfn -> (order, migratetype)
         self.log: list[str] = []  # what the kernel would have printed (dmesg)
@@ -355,9 +362,16 @@ class BuddyAllocator:
                 continue
             if order:
                 nr_free = zone.nr_free
-                if not any(nr_free[o] for o in range(order, NR_PAGE_ORDERS)):
+                for o in range(order, NR_PAGE_ORDERS):
+                    if nr_free[o]:
+                        break
+                else:
                     continue
-                pfn = self._rmqueue_locked(zone, order, mt)
+                # rmqueue() under the zone lock (_take_lock, inlined: this is the hot path)
+                self._op_locks.append(zone.index)
+                self._op_cycles += LOCKED_CYCLES
+                self.lock_acquisitions += 1
+                pfn = self._rmqueue(zone, order, mt)
             else:
                 pfn = self._rmqueue_pcp(zone, mt, cpu)
             if pfn >= 0:
@@ -389,10 +403,6 @@ class BuddyAllocator:
             self._op_cycles += PCP_CYCLES
         pcp.count -= 1
         return lst.popleft()
-
-    def _rmqueue_locked(self, zone: Zone, order: int, mt: int) -> int:
-        self._take_lock(zone, LOCKED_CYCLES)
-        return self._rmqueue(zone, order, mt)
 
     def _rmqueue(self, zone: Zone, order: int, mt: int) -> int:
         """``__rmqueue``: smallest fitting block of the wanted type, else steal, else -1."""
@@ -513,7 +523,7 @@ class BuddyAllocator:
             self._check_cpu(cpu)
         del self.allocated[pfn]
         self.frees += 1
-        zone = self.zone_of(pfn)
+        zone = self.zones[self.pageblock_zone[pfn >> PAGEBLOCK_ORDER]]
         mt = self.pageblock_mt[pfn >> PAGEBLOCK_ORDER]
         if order == 0:
             pcp = zone.pcp[cpu]
@@ -524,7 +534,9 @@ class BuddyAllocator:
                 self._take_lock(zone, LOCKED_CYCLES)
                 self._free_pcppages_bulk(zone, pcp, pcp.batch)
             return
-        self._take_lock(zone, LOCKED_CYCLES)
+        self._op_locks.append(zone.index)
+        self._op_cycles += LOCKED_CYCLES
+        self.lock_acquisitions += 1
         self._free_one_page(zone, pfn, order, mt)
 
     def _free_pcppages_bulk(self, zone: Zone, pcp: PerCpuPages, count: int) -> None:
