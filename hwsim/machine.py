@@ -28,7 +28,6 @@ from .kernel.proc import (
     MeminfoSources,
     Proc,
     ProcConfig,
-    SlabInfoRow,
     VmallocInfoRow,
     meminfo_sources,
 )
@@ -91,7 +90,7 @@ class Machine:
             self.proc_config,
             layout=self.layout,
             vmallocinfo=self._vmallocinfo_rows,
-            slabinfo=self._slabinfo_rows,
+            slabinfo=self.slab.model.slabinfo,
             meminfo=self._meminfo_sources,
         )
         self.kernel = Kernel(
@@ -113,21 +112,6 @@ class Machine:
                 vpages=a.vpages,
             )
             for a in self.vmalloc.model.areas()
-        ]
-
-    def _slabinfo_rows(self) -> list[SlabInfoRow]:
-        return [
-            SlabInfoRow(
-                name=i.name,
-                active_objs=i.active_objs,
-                num_objs=i.num_objs,
-                objsize=i.objsize,
-                objperslab=i.objperslab,
-                pagesperslab=i.pagesperslab,
-                active_slabs=i.active_slabs,
-                num_slabs=i.num_slabs,
-            )
-            for i in self.slab.model.slabinfo()
         ]
 
     def _meminfo_sources(self) -> MeminfoSources:

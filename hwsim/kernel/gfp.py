@@ -45,6 +45,21 @@ GFP_ZERO = __GFP_ZERO
 GFP_NOWARN = __GFP_NOWARN
 
 GFP_ZONEMASK = __GFP_DMA | __GFP_HIGHMEM | __GFP_DMA32 | __GFP_MOVABLE
+# mm/internal.h: what an allocator passes on from its caller's mask when it allocates for it
+# (slab pages, vmalloc's page array); zone and migratetype bits come from the allocator.
+GFP_RECLAIM_MASK = (
+    __GFP_RECLAIM
+    | __GFP_HIGH
+    | __GFP_IO
+    | __GFP_FS
+    | __GFP_NOWARN
+    | __GFP_RETRY_MAYFAIL
+    | __GFP_NOFAIL
+    | __GFP_NORETRY
+    | __GFP_MEMALLOC
+    | __GFP_NOMEMALLOC
+)
+GFP_CONSTRAINT_MASK = __GFP_HARDWALL | __GFP_THISNODE
 _ALL_BITS = (1 << 23) - 1
 
 # The names %pGg prints, in the kernel's order (include/trace/events/mmflags.h): composite

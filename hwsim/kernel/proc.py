@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..units import PAGE_SHIFT, PAGE_SIZE
+from .slab import SlabInfo
 from .zones import NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, Zone
 
 if TYPE_CHECKING:
@@ -403,26 +404,8 @@ def render_zoneinfo(
 # ----------------------------------------------------------------------------- slabinfo
 
 
-@attrs.frozen(kw_only=True)
-class SlabInfoRow:
-    """One cache's line of /proc/slabinfo (``struct slabinfo`` plus the cache's name/size).
-
-    Under SLUB the tunables and ``sharedavail`` are 0 and ``active_slabs == num_slabs``;
-    ``objsize`` is ``s->size``, the full object size with metadata and alignment.
-    """
-
-    name: str
-    active_objs: int
-    num_objs: int
-    objsize: int
-    objperslab: int
-    pagesperslab: int
-    active_slabs: int
-    num_slabs: int
-    limit: int = 0
-    batchcount: int = 0
-    sharedfactor: int = 0
-    sharedavail: int = 0
+# The record /proc/slabinfo prints is the slab allocator's own ``struct slabinfo``.
+SlabInfoRow = SlabInfo
 
 
 SLABINFO_HEADER = (

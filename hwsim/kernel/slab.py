@@ -153,21 +153,6 @@ _GFP_NOMEMALLOC = G.__GFP_NOMEMALLOC
 _GFP_RECLAIM = G.__GFP_RECLAIM
 _GFP_DIRECT_RECLAIM = G.__GFP_DIRECT_RECLAIM
 _GFP_RECLAIMABLE = G.__GFP_RECLAIMABLE
-# GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK (mm/internal.h): what new_slab() passes on from the
-# caller's mask; the zone and migratetype bits come from the cache (s->allocflags).
-GFP_RECLAIM_MASK = (
-    G.__GFP_RECLAIM
-    | G.__GFP_HIGH
-    | G.__GFP_IO
-    | G.__GFP_FS
-    | G.__GFP_NOWARN
-    | G.__GFP_RETRY_MAYFAIL
-    | G.__GFP_NOFAIL
-    | G.__GFP_NORETRY
-    | G.__GFP_MEMALLOC
-    | G.__GFP_NOMEMALLOC
-)
-GFP_CONSTRAINT_MASK = G.__GFP_HARDWALL | G.__GFP_THISNODE
 # Zone modifiers slab memory cannot honour: kmalloc_fix_flags() drops them with a warning.
 GFP_SLAB_BUG_MASK = G.__GFP_DMA32 | G.__GFP_HIGHMEM
 
@@ -358,9 +343,13 @@ class Slab:
         return self.base + self.cache.red_left_pad + index * self.cache.size
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SlabInfo:
-    """``struct slabinfo``: one line of /proc/slabinfo (SLUB has no tunables: zeros)."""
+    """``struct slabinfo`` with the cache's name: one line of /proc/slabinfo.
+
+    Under SLUB the tunables and ``sharedavail`` are 0 and ``active_slabs == num_slabs``;
+    ``objsize`` is ``s->size``, the full object size with metadata and alignment.
+    """
 
     name: str
     active_objs: int
@@ -373,7 +362,7 @@ class SlabInfo:
     limit: int = 0
     batchcount: int = 0
     sharedfactor: int = 0
-    shared_avail: int = 0
+    sharedavail: int = 0
 
 
 class KmemCache:
@@ -976,7 +965,7 @@ class SlabAllocator:
         """``new_slab()``/``allocate_slab()``: pages from the buddy allocator, cut up."""
         if gfp & GFP_SLAB_BUG_MASK:
             gfp = self.kmalloc_fix_flags(gfp)
-        flags = (gfp & (GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK)) | cache.allocflags
+        flags = (gfp & (G.GFP_RECLAIM_MASK | G.GFP_CONSTRAINT_MASK)) | cache.allocflags
         # The preferred order is tried without reclaim or warning; then the smallest order.
         alloc_gfp = (flags | _GFP_NOWARN | _GFP_NORETRY) & ~_GFP_NOFAIL
         if alloc_gfp & _GFP_DIRECT_RECLAIM and cache.order > cache.min_order:

@@ -85,19 +85,6 @@ _GFP_HIGHMEM = G.__GFP_HIGHMEM
 _GFP_NOWARN = G.__GFP_NOWARN
 _GFP_ZERO = G.__GFP_ZERO
 _GFP_NOFAIL = G.__GFP_NOFAIL
-# mm/internal.h
-GFP_RECLAIM_MASK = (
-    G.__GFP_RECLAIM
-    | G.__GFP_HIGH
-    | G.__GFP_IO
-    | G.__GFP_FS
-    | G.__GFP_NOWARN
-    | G.__GFP_RETRY_MAYFAIL
-    | G.__GFP_NOFAIL
-    | G.__GFP_NORETRY
-    | G.__GFP_MEMALLOC
-    | G.__GFP_NOMEMALLOC
-)
 
 VM_ALLOC = 0x00000002  # include/linux/vmalloc.h
 BULK_MAX = 100  # vm_area_alloc_pages: pages per alloc_pages_bulk call
@@ -360,7 +347,7 @@ class VmallocAllocator:
         try:
             array_size = nr * self._ptr_size
             if array_size > PAGE_SIZE:
-                nested_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
+                nested_gfp = (gfp & G.GFP_RECLAIM_MASK) | _GFP_ZERO
                 try:
                     array_addr, t = self._vmalloc_node(array_size, nested_gfp, cpu, caller, t, addr)
                 except OutOfMemory as error:
