@@ -34,6 +34,8 @@ class Layout:
 
     def is_vmalloc_addr(self, addr: int) -> bool:
         """``is_vmalloc_addr()``: ``VMALLOC_START <= addr < VMALLOC_END``."""
+        if isinstance(addr, bool) or not isinstance(addr, int):
+            raise TypeError(f"is_vmalloc_addr takes an address (int), got {addr!r}")
         return self.vmalloc_start <= addr < self.vmalloc_end
 
     def is_direct_map_addr(self, addr: int) -> bool:
@@ -80,6 +82,8 @@ class Layout:
         return self.page_offset + phys
 
     def pfn_to_virt(self, pfn: int) -> int:
+        if isinstance(pfn, bool) or not isinstance(pfn, int):
+            raise TypeError(f"a pfn is an int, got {pfn!r}")
         return self.phys_to_virt(pfn << PAGE_SHIFT)
 
 
