@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -286,3 +287,32 @@ def test_the_real_command_exits_2_for_an_unknown_scenario() -> None:
     assert proc.returncode == 2
     assert "memory_latency" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_scenarios_trace_is_identical_across_processes_with_different_hash_seeds(
+    tmp_path: Path,
+) -> None:
+    traces = []
+    for hashseed in ("1", "4242"):
+        path = tmp_path / f"trace-{hashseed}.json"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hwsim.cli",
+                "run",
+                "memory_latency",
+                "--seed",
+                "5",
+                "--trace",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONHASHSEED": hashseed},
+        )
+        assert done.returncode == 0, done.stderr
+        traces.append(path.read_bytes())
+    assert traces[0] == traces[1]
+    assert len(json.loads(traces[0])["traceEvents"]) > 100
