@@ -22,7 +22,7 @@ from .devices.ram import Ram, RamModel
 from .kernel.buddy import BuddyAllocator, BuddyService
 from .kernel.kernel import Kernel
 from .kernel.kmalloc import Kmalloc, SlabService
-from .kernel.layout import layout_for
+from .kernel.layout import Layout, layout_for
 from .kernel.pagetable import KernelPageTable
 from .kernel.proc import (
     MeminfoSources,
@@ -34,6 +34,45 @@ from .kernel.proc import (
 from .kernel.slab import SlabAllocator
 from .kernel.vmalloc import VmallocAllocator, VmallocService
 from .units import PAGE_SHIFT
+
+
+@attrs.frozen
+class _ProcSources:
+    """What /proc/vmallocinfo and /proc/meminfo read, gathered from the live models."""
+
+    proc_config: ProcConfig
+    layout: Layout
+    swap_pages: int
+    buddy: BuddyAllocator
+    pagetable: KernelPageTable
+    vmalloc: VmallocAllocator
+    slab: SlabAllocator
+
+    def vmallocinfo_rows(self) -> list[VmallocInfoRow]:
+        return [
+            VmallocInfoRow(
+                addr=a.addr,
+                size=a.size,
+                caller=a.caller,
+                nr_pages=a.nr_pages,
+                flags=a.vm_flags,
+                vpages=a.vpages,
+            )
+            for a in self.vmalloc.areas()
+        ]
+
+    def meminfo(self) -> MeminfoSources:
+        return meminfo_sources(
+            self.buddy,
+            self.proc_config,
+            layout=self.layout,
+            page_tables=self.pagetable.nr_pagetable_pages,
+            vmalloc_used=self.vmalloc.vmalloc_used_pages,
+            slab_reclaimable=self.slab.nr_slab_reclaimable,
+            slab_unreclaimable=self.slab.nr_slab_unreclaimable,
+            swap_total=self.swap_pages,
+            swap_free=self.swap_pages,
+        )
 
 
 class Machine:
@@ -85,13 +124,23 @@ class Machine:
             slab, Kmalloc(slab, self.buddy.model, self.ram.model, self.layout), tracer=tracer
         )
         self.proc_config = ProcConfig.for_arch(config.arch, cma=config.cma > 0)
+        # The renderers hold the models, not the machine: no reference cycle through it.
+        sources = _ProcSources(
+            self.proc_config,
+            self.layout,
+            config.swap >> PAGE_SHIFT,
+            self.buddy.model,
+            self.pagetable,
+            self.vmalloc.model,
+            self.slab.model,
+        )
         self.proc = Proc.for_buddy(
             self.buddy.model,
             self.proc_config,
             layout=self.layout,
-            vmallocinfo=self._vmallocinfo_rows,
+            vmallocinfo=sources.vmallocinfo_rows,
             slabinfo=self.slab.model.slabinfo,
-            meminfo=self._meminfo_sources,
+            meminfo=sources.meminfo,
         )
         self.kernel = Kernel(
             buddy=self.buddy,
@@ -99,33 +148,6 @@ class Machine:
             layout=self.layout,
             cpus=self.cpus,
             services={"vmalloc": self.vmalloc, "slab": self.slab},
-        )
-
-    def _vmallocinfo_rows(self) -> list[VmallocInfoRow]:
-        return [
-            VmallocInfoRow(
-                addr=a.addr,
-                size=a.size,
-                caller=a.caller,
-                nr_pages=a.nr_pages,
-                flags=a.vm_flags,
-                vpages=a.vpages,
-            )
-            for a in self.vmalloc.model.areas()
-        ]
-
-    def _meminfo_sources(self) -> MeminfoSources:
-        swap_pages = self.config.swap >> PAGE_SHIFT
-        return meminfo_sources(
-            self.buddy.model,
-            self.proc_config,
-            layout=self.layout,
-            page_tables=self.pagetable.nr_pagetable_pages,
-            vmalloc_used=self.vmalloc.model.vmalloc_used_pages,
-            slab_reclaimable=self.slab.model.nr_slab_reclaimable,
-            slab_unreclaimable=self.slab.model.nr_slab_unreclaimable,
-            swap_total=swap_pages,
-            swap_free=swap_pages,
         )
 
     @property
