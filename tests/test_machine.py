@@ -135,3 +135,25 @@ def test_the_contracts_names_exist(name: str) -> None:
     assert hasattr(hwsim, name)
     if name.endswith(("Error", "Memory", "Free", "Fault", "Deadlock")):
         assert issubclass(getattr(hwsim, name), hwsim.HwsimError)
+
+
+def test_a_finished_machine_is_freed_without_waiting_for_the_garbage_collector() -> None:
+    import gc
+    import weakref
+
+    refs: list[weakref.ref[object]] = []
+
+    async def main() -> None:
+        async with hwsim.boot(hwsim.MachineConfig(ram="64MiB")) as m:
+            await m.kernel.kmalloc(100)
+            await m.cpus[0].store(0, b"x" * 4096)
+            refs.extend(weakref.ref(o) for o in (m, m.ram.model, m.buddy.model, m.slab.model))
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        hwsim.run(main)
+        assert [r() is None for r in refs] == [True] * 4  # no reference cycle holds them
+    finally:
+        if enabled:
+            gc.enable()
