@@ -1,0 +1,862 @@
+"""The MMU: x86 address translation in hardware - TLB, page-table walker, permission checks.
+
+A plain synchronous model (the actor wraps it). The walker knows only what the hardware
+knows: the paging mode's geometry (levels, index bits, entry size), the x86 entry bits and
+CR3, the physical address of the top-level table. It reads the entries from
+:class:`~hwsim.devices.ram.RamModel` - the bytes the kernel's page-table code wrote - so it
+sees exactly what is mapped. The geometry and the bits are defined here, on the hardware
+side, so that the kernel (``hwsim.kernel.pagetable``) can import them and devices never
+import the kernel.
+
+What a translation does, as x86 does it (Intel SDM vol. 3, ch. 4; Linux arch/x86/mm/fault.c):
+
+- a TLB hit costs ``tlb_latency`` cycles; the cached entry holds the effective rights, so a
+  hit is checked without walking;
+- a miss walks the tables from CR3, one entry read per level (``walk_latency_per_level``
+  cycles each in the functional path; a RAM access each, with the channel's contention, in
+  :meth:`MmuModel.timed_translate`), stops at a large page (PSE in a PMD/PUD entry, or a
+  non-PAE i386 PGD entry: 4 MiB) and caches ONE entry of that page's size: a 2 MiB page of
+  the kernel's direct map is one TLB entry;
+- checks, with CR0.WP=1 as Linux sets it: present at every level; a write needs RW at every
+  level, in kernel mode too; a user access needs USER at every level; an instruction fetch
+  faults if any level has NX (modes with NX: x86_64 and PAE). The PAE PDPT entries carry no
+  rights. A violation raises :class:`PageFault` with x86's error code;
+- accessed/dirty bits: the walker sets ACCESSED in every entry it used (not in the PAE PDPT,
+  whose entries have no such bit) and DIRTY in the leaf on a write, in RAM, as the hardware
+  does with a locked update - only once the translation has succeeded. A write that hits a
+  TLB entry cached without DIRTY walks again to set it (x86 never writes through a clean
+  entry); that costs a walk, counted as one, but the lookup stays a hit. With
+  ``set_accessed_dirty=False`` the MMU never writes RAM;
+- global entries (G in the leaf) survive CR3 loads; Linux sets CR4.PGE, so G is always
+  honoured here;
+- a page fault invalidates the TLB entries of the faulting page (SDM 4.10.4.1: "a page-fault
+  exception ... will invalidate ... any TLB entry for that address's page number"), so that
+  the retry after the fault handler fixed the tables walks afresh. Apart from that and the
+  TLB's lookup/walk counters, a failed translation changes nothing (no A/D bit, no fill);
+- CR3 loads: without PCID they flush every non-global entry; with PCID (x86_64 only) they
+  flush the new ASID's non-global entries unless ``noflush`` (CR3 bit 63) is given;
+- a non-canonical x86_64 address is a general protection fault, not a page fault
+  (:class:`GeneralProtectionFault`), raised before the TLB is consulted.
+
+Not modelled: SMEP/SMAP (a supervisor access to a user page is allowed), protection keys,
+reserved-bit faults (RSVD), PAT/PCD/PWT effects, the paging-structure caches (each miss
+reads every level), separate instruction and data TLBs, 5-level paging, PSE-36, and the
+PAE PDPTE registers (the PDPT is read at each walk instead of at the CR3 load).
+
+Example:
+    >>> from hwsim.config import TlbConfig
+    >>> from hwsim.devices.ram import RamModel
+    >>> from hwsim.devices.tlb import TlbModel
+    >>> ram = RamModel(size=1 << 20)
+    >>> # A 2 MiB kernel page at virtual 0x40000000, built by hand: PGD -> PUD -> PMD leaf.
+    >>> ram.write(0x1000, (0x2000 | 0x63).to_bytes(8, "little"))  # present|rw|accessed|dirty
+    >>> ram.write(0x2000 + 1 * 8, (0x3000 | 0x63).to_bytes(8, "little"))
+    >>> ram.write(0x3000, (0x0 | 0xE3).to_bytes(8, "little"))  # ... |PSE: a 2 MiB page at 0
+    >>> mmu = MmuModel(ram, TlbModel(TlbConfig()), mode=X86_64_4LEVEL,
+    ...                walk_latency_per_level=30, tlb_latency=1)
+    >>> mmu.load_cr3(0x1000)
+    >>> phys, cycles = mmu.translate(0x40012345, write=False, user=False)
+    >>> hex(phys), cycles  # a miss: the TLB lookup and three levels
+    ('0x12345', 91)
+    >>> mmu.translate(0x401FFFF0, write=False, user=False)[1]  # same 2 MiB page: a hit
+    1
+    >>> try:
+    ...     mmu.translate(0x40000000, write=False, user=True)
+    ... except PageFault as fault:
+    ...     print(fault)
+    BUG: unable to handle page fault for address: 0000000040000000
+    #PF: user read access in user mode
+    #PF: error_code(0x0005) - permissions violation
+    hwsim: protection: user access to kernel page: USER clear (TLB entry of a PMD-mapped page)
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import SegmentationFault
+from .ram import RamModel
+from .tlb import TlbEntry, TlbModel, as_addresses
+
+# Entry bits (arch/x86/include/asm/pgtable_types.h).
+_PAGE_PRESENT = 0x001
+_PAGE_RW = 0x002
+_PAGE_USER = 0x004
+_PAGE_PWT = 0x008
+_PAGE_PCD = 0x010
+_PAGE_ACCESSED = 0x020
+_PAGE_DIRTY = 0x040
+_PAGE_PSE = 0x080  # in a PMD/PUD (or non-PAE PGD) entry: a large page; in a PTE: PAT
+_PAGE_PAT = 0x080
+_PAGE_GLOBAL = 0x100
+_PAGE_NX = 1 << 63  # 64-bit entries only (x86_64 and PAE)
+
+_KERNPG_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED | _PAGE_DIRTY
+
+# Page-fault error code bits (arch/x86/include/asm/trap_pf.h).
+X86_PF_PROT = 1 << 0  # 0: not-present page; 1: protection violation
+X86_PF_WRITE = 1 << 1  # a write access
+X86_PF_USER = 1 << 2  # from user mode
+X86_PF_RSVD = 1 << 3  # a reserved bit was set (not modelled)
+X86_PF_INSTR = 1 << 4  # an instruction fetch
+
+# PageFault.reason values.
+NOT_PRESENT = "not present"
+WRITE_TO_READ_ONLY = "protection: write to read-only page"
+USER_TO_KERNEL = "protection: user access to kernel page"
+FETCH_FROM_NX = "protection: instruction fetch from NX page"
+
+
+@attrs.frozen
+class PagingLevel:
+    """One level of the hardware's page-table tree."""
+
+    name: str  # Linux's name: "PGD", "PUD", "PMD", "PTE"
+    shift: int  # the virtual-address bit where this level's index starts
+    nr_entries: int
+    large: bool  # an entry may map a page itself with _PAGE_PSE (or is the PTE level)
+    table_flags: int  # the flags of an entry that points to the next level's table
+    permissions: bool = True  # entries carry RW/US/NX (not so in the PAE PDPT)
+
+
+@attrs.frozen
+class PagingMode:
+    """The geometry of one x86 paging mode."""
+
+    name: str
+    levels: tuple[PagingLevel, ...]
+    entry_size: int
+    addr_mask: int  # the physical-address bits of an entry
+    va_bits: int  # 48 (canonical addresses) or 32
+    nx: bool  # entries have the NX bit
+
+    @property
+    def flag_mask(self) -> int:
+        """The bits of an entry that are flags (not address, not ignored)."""
+        return 0xFFF | (_PAGE_NX if self.nx else 0)
+
+
+_ADDR_MASK_64 = 0x000F_FFFF_FFFF_F000
+X86_64_4LEVEL = PagingMode(
+    name="4-level",
+    levels=(
+        PagingLevel("PGD", 39, 512, False, _KERNPG_TABLE),
+        PagingLevel("PUD", 30, 512, True, _KERNPG_TABLE),
+        PagingLevel("PMD", 21, 512, True, _KERNPG_TABLE),
+        PagingLevel("PTE", 12, 512, True, 0),
+    ),
+    entry_size=8,
+    addr_mask=_ADDR_MASK_64,
+    va_bits=48,
+    nx=True,
+)
+I386_2LEVEL = PagingMode(
+    name="2-level",
+    levels=(
+        PagingLevel("PGD", 22, 1024, True, _KERNPG_TABLE),
+        PagingLevel("PTE", 12, 1024, True, 0),
+    ),
+    entry_size=4,
+    addr_mask=0xFFFF_F000,
+    va_bits=32,
+    nx=False,
+)
+# PAE: the PDPT's entries have only the present bit (RW/US/A/D are reserved there), so
+# Linux's pud_populate() writes __pa(pmd) | _PAGE_PRESENT.
+I386_PAE = PagingMode(
+    name="PAE",
+    levels=(
+        PagingLevel("PGD", 30, 4, False, _PAGE_PRESENT, permissions=False),
+        PagingLevel("PMD", 21, 512, True, _KERNPG_TABLE),
+        PagingLevel("PTE", 12, 512, True, 0),
+    ),
+    entry_size=8,
+    addr_mask=_ADDR_MASK_64,
+    va_bits=32,
+    nx=True,
+)
+PAGING_MODES = {mode.name: mode for mode in (X86_64_4LEVEL, I386_2LEVEL, I386_PAE)}
+
+_FLAG_NAMES = (
+    (_PAGE_PRESENT, "PRESENT"),
+    (_PAGE_RW, "RW"),
+    (_PAGE_USER, "USER"),
+    (_PAGE_PWT, "PWT"),
+    (_PAGE_PCD, "PCD"),
+    (_PAGE_ACCESSED, "ACCESSED"),
+    (_PAGE_DIRTY, "DIRTY"),
+    (_PAGE_PSE, "PSE"),
+    (_PAGE_GLOBAL, "GLOBAL"),
+    (_PAGE_NX, "NX"),
+)
+
+
+def decode_flags(entry: int, *, pte: bool = False, nx: bool = True) -> tuple[str, ...]:
+    """The names of the flag bits set in ``entry`` (``_PAGE_`` dropped), low bit first.
+
+    Args:
+        pte: the entry is a PTE, where bit 7 is PAT rather than PSE.
+        nx: the mode's entries have the NX bit (bit 63).
+    """
+    names = []
+    for bit, name in _FLAG_NAMES:
+        if entry & bit and (nx or bit != _PAGE_NX):
+            names.append("PAT" if pte and bit == _PAGE_PSE else name)
+    return tuple(names)
+
+
+@attrs.frozen
+class WalkStep:
+    """One entry read during a walk.
+
+    Attributes:
+        level: "PGD", "PUD", "PMD" or "PTE".
+        table: physical address of the table.
+        index: the entry's index in the table.
+        entry: the raw entry value.
+        address: physical address of the entry (what the walker reads).
+        flags: the names of the entry's flag bits (see :func:`decode_flags`).
+        target: the physical address the entry points to: the next table, or the page.
+    """
+
+    level: str
+    table: int
+    index: int
+    entry: int
+    address: int
+    flags: tuple[str, ...] = ()
+    target: int = 0
+
+
+@attrs.frozen
+class Translation:
+    """The result of a walk (:meth:`MmuModel.walk`).
+
+    Attributes:
+        flags: the flag bits of the leaf entry (low 12 bits, plus NX where entries have it).
+        writable, user, nx: the effective permissions over all levels, as the hardware
+            combines them (RW and US must be set at every level, NX at any level forbids
+            execution; the PAE PDPT has no such bits).
+    """
+
+    vaddr: int
+    phys: int
+    page_size: int
+    flags: int
+    steps: tuple[WalkStep, ...]
+    writable: bool
+    user: bool
+    nx: bool
+
+    @property
+    def pfn(self) -> int:
+        return self.phys >> 12
+
+    @property
+    def level(self) -> str:
+        """The level whose entry mapped the page ("PTE", or "PMD"/"PUD"/"PGD" for large)."""
+        return self.steps[-1].level
+
+
+class GeneralProtectionFault(SegmentationFault):
+    """A non-canonical x86_64 address: the CPU raises #GP, not #PF (no TLB lookup, no walk)."""
+
+
+class PageFault(SegmentationFault):
+    """#PF: a translation failed. The kernel's page-fault handler decides what happens next.
+
+    The message has the shape of Linux's oops (arch/x86/mm/fault.c, show_fault_oops), with a
+    last line saying what the walker found.
+
+    Attributes:
+        address: the faulting virtual address (CR2).
+        write, user, exec_: the access (a write, from user mode, an instruction fetch).
+        reason: :data:`NOT_PRESENT`, :data:`WRITE_TO_READ_ONLY`, :data:`USER_TO_KERNEL` or
+            :data:`FETCH_FROM_NX`.
+        level: the level whose entry caused it ("PGD".."PTE"): the not-present entry, or the
+            first entry lacking RW/USER or having NX. For a fault decided by a TLB entry:
+            the level of the entry the TLB entry was cached from.
+        error_code: x86's error code (X86_PF_PROT | X86_PF_WRITE | X86_PF_USER |
+            X86_PF_INSTR bits).
+        from_tlb: the TLB entry decided it (no walk).
+        steps: the entries the walker read (empty when the TLB decided).
+        done: the cycle the fault was raised at (:meth:`MmuModel.timed_translate`), or None.
+        index: for :meth:`MmuModel.translate_many`, the index of the faulting access.
+    """
+
+    address: int
+
+    def __init__(
+        self,
+        address: int,
+        *,
+        write: bool,
+        user: bool,
+        exec_: bool = False,
+        reason: str,
+        level: str,
+        error_code: int,
+        steps: tuple[WalkStep, ...] = (),
+        from_tlb: bool = False,
+        done: int | None = None,
+        address_width: int = 16,
+    ) -> None:
+        super().__init__(
+            _oops(address, error_code, reason, level, from_tlb, address_width), address=address
+        )
+        self.write = write
+        self.user = user
+        self.exec_ = exec_
+        self.reason = reason
+        self.level = level
+        self.error_code = error_code
+        self.steps = steps
+        self.from_tlb = from_tlb
+        self.done = done
+        self.index: int | None = None
+
+
+def _oops(
+    address: int, error_code: int, reason: str, level: str, from_tlb: bool, width: int
+) -> str:
+    user = bool(error_code & X86_PF_USER)
+    addr = f"{address:0{width}x}"
+    lines = []
+    if error_code & X86_PF_INSTR and error_code & X86_PF_PROT and not user:
+        lines.append("kernel tried to execute NX-protected page - exploit attempt? (uid: 0)")
+    if not user and address < 4096:
+        lines.append(f"BUG: kernel NULL pointer dereference, address: {addr}")
+    else:
+        lines.append(f"BUG: unable to handle page fault for address: {addr}")
+    access = (
+        "instruction fetch"
+        if error_code & X86_PF_INSTR
+        else "write access"
+        if error_code & X86_PF_WRITE
+        else "read access"
+    )
+    lines.append(
+        f"#PF: {'user' if user else 'supervisor'} {access} in {'user' if user else 'kernel'} mode"
+    )
+    kind = "permissions violation" if error_code & X86_PF_PROT else "not-present page"
+    lines.append(f"#PF: error_code({error_code:#06x}) - {kind}")
+    where = f"(TLB entry of a {level}-mapped page)" if from_tlb else f"in the {level} entry"
+    if reason == NOT_PRESENT:
+        detail = f"the {level} entry is not present"
+    elif reason == FETCH_FROM_NX:
+        detail = f"NX set {where}"
+    else:
+        detail = f"{'RW' if reason == WRITE_TO_READ_ONLY else 'USER'} clear {where}"
+    lines.append(f"hwsim: {reason}: {detail}")
+    return "\n".join(lines)
+
+
+def _check_bool(value: object, what: str) -> bool:
+    if value.__class__ is not bool:
+        raise TypeError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
+def _check_cycles(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return int(value)
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class MmuModel:
+    """One CPU's MMU: translates virtual addresses through its TLB and the page tables in RAM.
+
+    Args:
+        ram: where the page tables live.
+        tlb: the CPU's TLB.
+        mode: the paging mode (:data:`X86_64_4LEVEL`, :data:`I386_2LEVEL`, :data:`I386_PAE`).
+        walk_latency_per_level: cycles per entry read in the functional path.
+        tlb_latency: cycles of a TLB lookup (every translation pays it).
+        set_accessed_dirty: set the A/D bits in RAM as the hardware does.
+
+    Raises:
+        TypeError, ValueError: malformed arguments; a PCID-tagged TLB outside 4-level paging
+            (CR4.PCIDE exists only in 64-bit mode).
+    """
+
+    def __init__(
+        self,
+        ram: RamModel,
+        tlb: TlbModel,
+        *,
+        mode: PagingMode,
+        walk_latency_per_level: int,
+        tlb_latency: int,
+        set_accessed_dirty: bool = True,
+    ) -> None:
+        if not isinstance(ram, RamModel):
+            raise TypeError(f"ram must be a RamModel, got {ram!r}")
+        if not isinstance(tlb, TlbModel):
+            raise TypeError(f"tlb must be a TlbModel, got {tlb!r}")
+        if not isinstance(mode, PagingMode):
+            raise TypeError(
+                f"mode must be a hwsim.devices.mmu.PagingMode (one of {', '.join(PAGING_MODES)}"
+                f"), got {mode!r}"
+            )
+        if tlb.pcid and mode.va_bits != 48:
+            raise ValueError(f"PCID exists only in 64-bit mode; {mode.name} paging has none")
+        self.ram = ram
+        self.tlb = tlb
+        self.mode = mode
+        self.walk_latency_per_level = _check_cycles(
+            walk_latency_per_level, "walk_latency_per_level"
+        )
+        self.tlb_latency = _check_cycles(tlb_latency, "tlb_latency")
+        self.set_accessed_dirty = _check_bool(set_accessed_dirty, "set_accessed_dirty")
+        self.asid = 0
+        self._cr3: int | None = None
+        self._levels = mode.levels
+        self._last = len(mode.levels) - 1
+        self._va_limit = 1 << (64 if mode.va_bits == 48 else 32)
+        self._width = 16 if mode.va_bits == 48 else 8
+        self._level_of_size = {1 << lv.shift: lv.name for lv in mode.levels if lv.large}
+
+    def __repr__(self) -> str:
+        cr3 = "unset" if self._cr3 is None else f"{self._cr3:#x}"
+        return f"<MmuModel {self.mode.name} paging, CR3 {cr3}, asid {self.asid}>"
+
+    # ------------------------------------------------------------------ CR3
+
+    @property
+    def cr3(self) -> int | None:
+        """The physical address of the top-level table (None until :meth:`load_cr3`)."""
+        return self._cr3
+
+    def load_cr3(self, root_phys: int, asid: int = 0, *, noflush: bool = False) -> None:
+        """``MOV to CR3``: switch to the page tables at ``root_phys``.
+
+        Without PCID every non-global TLB entry is flushed (``asid`` must be 0). With PCID
+        the entries of ``asid`` are flushed unless ``noflush`` (CR3 bit 63), which keeps
+        them valid: Linux's switch_mm when the ASID's TLB generation is current.
+
+        Raises:
+            TypeError, ValueError: a root that is not an aligned table inside RAM (4 KiB;
+                32 bytes for the PAE PDPT), a bad ASID, ``noflush`` without PCID.
+        """
+        root = _check_cycles(root_phys, "root_phys")
+        asid = _check_cycles(asid, "asid")
+        _check_bool(noflush, "noflush")
+        align = 32 if self.mode.name == "PAE" else 4096
+        if root % align:
+            raise ValueError(f"CR3: the top-level table at {root:#x} is not {align}-byte aligned")
+        top = self._levels[0]
+        if root + top.nr_entries * self.mode.entry_size > self.ram.size:
+            raise ValueError(f"CR3: the top-level table at {root:#x} is beyond the end of RAM")
+        self.tlb.check_asid(asid)
+        if not self.tlb.pcid:
+            if asid or noflush:
+                raise ValueError(
+                    "CR3: without PCID (TlbConfig(pcid=True)) the ASID must be 0 and a CR3 "
+                    "load always flushes the non-global TLB entries"
+                )
+            self.tlb.flush_all()
+        elif not noflush:
+            self.tlb.flush_asid(asid)
+        self._cr3 = root
+        self.asid = asid
+
+    def invlpg(self, vaddr: int) -> int:
+        """``INVLPG``: drop the TLB entries of ``vaddr``'s page (this ASID's and global ones)."""
+        return self.tlb.invlpg(vaddr, self.asid)
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_vaddr(self, vaddr: object) -> int:
+        if vaddr.__class__ is not int:
+            if isinstance(vaddr, bool) or not isinstance(vaddr, int | np.integer):
+                raise TypeError(f"a virtual address is an int, got {vaddr!r}")
+            vaddr = int(vaddr)
+        if vaddr < 0:
+            raise ValueError(f"a virtual address cannot be negative, got {vaddr}")
+        if vaddr >= self._va_limit:
+            raise ValueError(f"{vaddr:#x} is not a {self._width * 4}-bit virtual address")
+        if self._width == 16:
+            top = vaddr >> 47
+            if top and top != 0x1FFFF:
+                raise GeneralProtectionFault(
+                    f"general protection fault, probably for non-canonical address {vaddr:#x}: "
+                    "0000 [#1] (bits 63..48 must all equal bit 47)",
+                    address=vaddr,
+                )
+        return vaddr
+
+    def _check_access(self, write: object, user: object, exec_: object) -> None:
+        if write.__class__ is not bool or user.__class__ is not bool or exec_.__class__ is not bool:
+            _check_bool(write, "write")
+            _check_bool(user, "user")
+            _check_bool(exec_, "exec_")
+        if write and exec_:
+            raise ValueError("an instruction fetch (exec_=True) is not a write")
+        if self._cr3 is None:
+            raise RuntimeError("the MMU has no page tables yet: call load_cr3(root_phys) first")
+
+    # ------------------------------------------------------------------ translating
+
+    def translate(
+        self, vaddr: int, *, write: bool, user: bool, exec_: bool = False
+    ) -> tuple[int, int]:
+        """Translate one access: ``(phys, latency_cycles)``.
+
+        Raises:
+            PageFault: not present, or the rights forbid the access.
+            GeneralProtectionFault: a non-canonical x86_64 address.
+            TypeError, ValueError: malformed arguments (nothing changes).
+            RuntimeError: no CR3 loaded yet.
+        """
+        vaddr = self._check_vaddr(vaddr)
+        self._check_access(write, user, exec_)
+        phys, cycles, _ = self._access(vaddr, write, user, exec_, None)
+        return phys, cycles
+
+    def timed_translate(
+        self, vaddr: int, at: int, write: bool, user: bool, *, exec_: bool = False
+    ) -> tuple[int, int, int]:
+        """Translate one access issued at cycle ``at``: ``(phys, done, walk_steps)``.
+
+        A miss reads each level's entry with ``ram.timed_read`` (and writes A/D updates with
+        ``ram.timed_write``), each issued when the previous one completed, so the walk queues
+        behind other traffic on the memory channel. ``walk_steps`` is the number of entries
+        read (0 for a hit).
+
+        Raises:
+            PageFault: as :meth:`translate`, with ``done`` set to the cycle of the fault.
+        """
+        vaddr = self._check_vaddr(vaddr)
+        self._check_access(write, user, exec_)
+        at = _check_cycles(at, "at")
+        return self._access(vaddr, write, user, exec_, at)
+
+    def _access(
+        self, vaddr: int, write: bool, user: bool, exec_: bool, at: int | None
+    ) -> tuple[int, int, int]:
+        """(phys, cycle reached, entries read); ``at`` None: functional (cycles from 0)."""
+        t = (0 if at is None else at) + self.tlb_latency
+        e = self.tlb.lookup(vaddr, self.asid)
+        if e is not None:
+            flags = e.flags
+            if (
+                (user and not flags & _PAGE_USER)
+                or (write and not flags & _PAGE_RW)
+                or (exec_ and flags & _PAGE_NX)
+            ):
+                raise self._tlb_fault(vaddr, write, user, exec_, e, None if at is None else t)
+            if not (write and self.set_accessed_dirty and not flags & _PAGE_DIRTY):
+                return e.phys + (vaddr - e.vaddr), t, 0
+        return self._fill(vaddr, write, user, exec_, t, at is not None)
+
+    def _read_entries(self, vaddr: int, t: int, timed: bool) -> tuple[list[int], list[int], int]:
+        """Read the entries of ``vaddr``'s walk, from CR3 down to the leaf or the first
+        not-present entry: ``(entries, their addresses, cycle reached)``."""
+        ram = self.ram
+        es = self.mode.entry_size
+        mask = self.mode.addr_mask
+        last = self._last
+        wl = self.walk_latency_per_level
+        table = self._cr3
+        assert table is not None
+        entries: list[int] = []
+        addrs: list[int] = []
+        for depth, level in enumerate(self._levels):
+            addr = table + ((vaddr >> level.shift) & (level.nr_entries - 1)) * es
+            if timed:
+                raw, t = ram.timed_read(addr, es, t)
+            else:
+                raw = ram.read(addr, es)
+                t += wl
+            entry = int.from_bytes(raw, "little")
+            entries.append(entry)
+            addrs.append(addr)
+            if not entry & _PAGE_PRESENT or depth == last or (level.large and entry & _PAGE_PSE):
+                break
+            table = entry & mask
+        return entries, addrs, t
+
+    def _fill(
+        self, vaddr: int, write: bool, user: bool, exec_: bool, t: int, timed: bool
+    ) -> tuple[int, int, int]:
+        """Walk, check, set A/D, cache the translation: ``(phys, cycle reached, entries)``."""
+        tlb = self.tlb
+        start = t
+        entries, addrs, t = self._read_entries(vaddr, t, timed)
+        depth = len(entries) - 1
+        levels = self._levels
+        if not entries[-1] & _PAGE_PRESENT:
+            tlb.record_walk(t - start)
+            raise self._walk_fault(
+                vaddr, write, user, exec_, NOT_PRESENT, depth, entries, addrs, t, timed
+            )
+        ro_at = us_at = nx_at = -1  # the first level lacking RW / lacking USER / with NX
+        for d in range(depth + 1):
+            if levels[d].permissions:
+                entry = entries[d]
+                if ro_at < 0 and not entry & _PAGE_RW:
+                    ro_at = d
+                if us_at < 0 and not entry & _PAGE_USER:
+                    us_at = d
+                if nx_at < 0 and entry & _PAGE_NX and self.mode.nx:
+                    nx_at = d
+        bad = -1
+        if user and us_at >= 0:
+            reason, bad = USER_TO_KERNEL, us_at
+        elif write and ro_at >= 0:
+            reason, bad = WRITE_TO_READ_ONLY, ro_at
+        elif exec_ and nx_at >= 0:
+            reason, bad = FETCH_FROM_NX, nx_at
+        if bad >= 0:
+            tlb.record_walk(t - start)
+            raise self._walk_fault(vaddr, write, user, exec_, reason, bad, entries, addrs, t, timed)
+        if self.set_accessed_dirty:
+            es = self.mode.entry_size
+            ram = self.ram
+            for d in range(depth + 1):
+                if not levels[d].permissions:
+                    continue  # the PAE PDPT has no accessed bit
+                entry = entries[d]
+                new = entry | _PAGE_ACCESSED
+                if write and d == depth:
+                    new |= _PAGE_DIRTY
+                if new != entry:
+                    data = new.to_bytes(es, "little")
+                    if timed:
+                        _, t = ram.timed_write(addrs[d], data, t)
+                    else:
+                        ram.write(addrs[d], data)
+                    entries[d] = new
+        tlb.record_walk(t - start)
+        leaf = entries[depth]
+        size = 1 << levels[depth].shift
+        flags = leaf & self.mode.flag_mask & ~(_PAGE_RW | _PAGE_USER | _PAGE_NX)
+        if ro_at < 0:
+            flags |= _PAGE_RW
+        if us_at < 0:
+            flags |= _PAGE_USER
+        if nx_at >= 0:
+            flags |= _PAGE_NX
+        base = leaf & self.mode.addr_mask & ~(size - 1)
+        tlb.insert(vaddr, base, size, flags, self.asid, bool(leaf & _PAGE_GLOBAL))
+        return base + (vaddr & (size - 1)), t, depth + 1
+
+    # ------------------------------------------------------------------ faults
+
+    @staticmethod
+    def _error_code(write: bool, user: bool, exec_: bool, present: bool) -> int:
+        return (
+            (X86_PF_PROT if present else 0)
+            | (X86_PF_WRITE if write else 0)
+            | (X86_PF_USER if user else 0)
+            | (X86_PF_INSTR if exec_ else 0)
+        )
+
+    def _steps(self, vaddr: int, entries: list[int], addrs: list[int]) -> tuple[WalkStep, ...]:
+        mode = self.mode
+        steps = []
+        for d, (entry, addr) in enumerate(zip(entries, addrs, strict=True)):
+            level = self._levels[d]
+            index = (vaddr >> level.shift) & (level.nr_entries - 1)
+            leaf = d == self._last or (level.large and bool(entry & _PAGE_PSE))
+            size = 1 << level.shift if leaf else 4096
+            steps.append(
+                WalkStep(
+                    level=level.name,
+                    table=addr - index * mode.entry_size,
+                    index=index,
+                    entry=entry,
+                    address=addr,
+                    flags=decode_flags(entry, pte=d == self._last, nx=mode.nx),
+                    target=entry & mode.addr_mask & ~(size - 1),
+                )
+            )
+        return tuple(steps)
+
+    def _walk_fault(
+        self,
+        vaddr: int,
+        write: bool,
+        user: bool,
+        exec_: bool,
+        reason: str,
+        depth: int,
+        entries: list[int],
+        addrs: list[int],
+        t: int,
+        timed: bool,
+    ) -> PageFault:
+        self.tlb.drop_page(vaddr, self.asid)
+        return PageFault(
+            vaddr,
+            write=write,
+            user=user,
+            exec_=exec_,
+            reason=reason,
+            level=self._levels[depth].name,
+            error_code=self._error_code(write, user, exec_, reason != NOT_PRESENT),
+            steps=self._steps(vaddr, entries, addrs),
+            done=t if timed else None,
+            address_width=self._width,
+        )
+
+    def _tlb_fault(
+        self, vaddr: int, write: bool, user: bool, exec_: bool, e: TlbEntry, done: int | None
+    ) -> PageFault:
+        flags = e.flags
+        if user and not flags & _PAGE_USER:
+            reason = USER_TO_KERNEL
+        elif write and not flags & _PAGE_RW:
+            reason = WRITE_TO_READ_ONLY
+        else:
+            reason = FETCH_FROM_NX
+        self.tlb.drop_page(vaddr, self.asid)
+        return PageFault(
+            vaddr,
+            write=write,
+            user=user,
+            exec_=exec_,
+            reason=reason,
+            level=self._level_of_size.get(e.page_size, "?"),
+            error_code=self._error_code(write, user, exec_, True),
+            from_tlb=True,
+            done=done,
+            address_width=self._width,
+        )
+
+    # ------------------------------------------------------------------ batches
+
+    def translate_many(
+        self, vaddrs: npt.ArrayLike, writes: npt.ArrayLike, user: bool = False
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Translate a trace of data accesses: ``(phys, latencies)``, int64 arrays.
+
+        The same results, TLB state, statistics and RAM (A/D bits) as :meth:`translate`
+        called for each access in turn. Consecutive accesses to one 4 KiB page with the same
+        ``write`` form a run: its first access goes through the TLB (and walks on a miss),
+        the others are hits on the entry it left - so a sequential trace costs one Python
+        step per page, not per access.
+
+        Args:
+            vaddrs: virtual addresses (any integer dtype; kernel addresses need uint64).
+            writes: one bool per access, or a single bool for all.
+            user: all accesses are from user mode.
+
+        Raises:
+            PageFault: at the first access that faults, with ``index`` set; the accesses
+                before it have taken effect (TLB fills, A/D bits, statistics), as if issued
+                one by one.
+            GeneralProtectionFault, TypeError, ValueError: some address is non-canonical or
+                malformed, or ``writes`` does not match; checked first, so nothing changes.
+            RuntimeError: no CR3 loaded yet.
+        """
+        va = as_addresses(vaddrs)
+        n = len(va)
+        w = np.asarray(writes)
+        if w.dtype != np.bool_:
+            raise TypeError(f"writes must be bools, got dtype {w.dtype}")
+        if w.ndim == 0:
+            w = np.full(n, bool(w))
+        elif w.shape != (n,):
+            raise ValueError(f"writes has shape {w.shape}; {n} addresses need ({n},)")
+        self._check_access(False, user, False)
+        if n == 0:
+            return _EMPTY.copy(), _EMPTY.copy()
+        if self._width == 16:
+            top = va >> np.uint64(47)
+            bad = np.flatnonzero((top != 0) & (top != 0x1FFFF))
+            if len(bad):
+                i = int(bad[0])
+                raise GeneralProtectionFault(
+                    f"general protection fault, probably for non-canonical address "
+                    f"{int(va[i]):#x}: 0000 [#1] (vaddrs[{i}])",
+                    address=int(va[i]),
+                )
+        else:
+            bad = np.flatnonzero(va >= np.uint64(self._va_limit))
+            if len(bad):
+                i = int(bad[0])
+                raise ValueError(f"vaddrs[{i}] = {int(va[i]):#x} is not a 32-bit address")
+        pages = va >> np.uint64(12)
+        change = (pages[1:] != pages[:-1]) | (w[1:] != w[:-1])
+        starts = np.concatenate((np.zeros(1, dtype=np.int64), np.flatnonzero(change) + 1))
+        lengths = np.diff(np.append(starts, n))
+        run_va = va[starts]
+        run_phys: list[int] = []
+        run_lat: list[int] = []
+        access = self._access
+        tail_hits = 0
+        for i, (v, wr, length) in enumerate(
+            zip(run_va.tolist(), w[starts].tolist(), lengths.tolist(), strict=True)
+        ):
+            try:
+                phys, lat, _ = access(v, wr, user, False, None)
+            except PageFault as fault:
+                self.tlb.record_hits(tail_hits)
+                fault.index = int(starts[i])
+                raise
+            run_phys.append(phys)
+            run_lat.append(lat)
+            tail_hits += length - 1
+        self.tlb.record_hits(tail_hits)
+        offsets = (va - np.repeat(run_va, lengths)).astype(np.int64)
+        phys_out = np.repeat(np.array(run_phys, dtype=np.int64), lengths) + offsets
+        latencies = np.full(n, self.tlb_latency, dtype=np.int64)
+        latencies[starts] = run_lat
+        return phys_out, latencies
+
+    # ------------------------------------------------------------------ inspection
+
+    def walk(self, vaddr: int) -> Translation:
+        """Walk the page tables for ``vaddr`` as the hardware would, but without the TLB,
+        statistics or A/D updates: every level, for scenarios that print the walk.
+
+        Raises:
+            PageFault: an entry on the way is not present (as a supervisor read would see
+                it; ``steps`` holds the entries read, the not-present one last).
+            GeneralProtectionFault: a non-canonical x86_64 address.
+            TypeError, ValueError: a malformed address.
+            RuntimeError: no CR3 loaded yet.
+        """
+        vaddr = self._check_vaddr(vaddr)
+        self._check_access(False, False, False)
+        entries, addrs, _ = self._read_entries(vaddr, 0, False)
+        depth = len(entries) - 1
+        steps = self._steps(vaddr, entries, addrs)
+        leaf = entries[-1]
+        if not leaf & _PAGE_PRESENT:
+            raise PageFault(
+                vaddr,
+                write=False,
+                user=False,
+                reason=NOT_PRESENT,
+                level=self._levels[depth].name,
+                error_code=0,
+                steps=steps,
+                address_width=self._width,
+            )
+        writable = user = True
+        nx = False
+        for d in range(depth + 1):
+            if self._levels[d].permissions:
+                writable = writable and bool(entries[d] & _PAGE_RW)
+                user = user and bool(entries[d] & _PAGE_USER)
+                nx = nx or bool(self.mode.nx and entries[d] & _PAGE_NX)
+        size = 1 << self._levels[depth].shift
+        return Translation(
+            vaddr=vaddr,
+            phys=(leaf & self.mode.addr_mask & ~(size - 1)) | (vaddr & (size - 1)),
+            page_size=size,
+            flags=leaf & self.mode.flag_mask,
+            steps=steps,
+            writable=writable,
+            user=user,
+            nx=nx,
+        )
