@@ -66,6 +66,27 @@ from collections.abc import Sequence
 
 import attrs
 
+from ..devices.paging import (  # noqa: F401  (re-exported for kernel code and tests)
+    _KERNPG_TABLE,
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_GLOBAL,
+    _PAGE_NX,
+    _PAGE_PAT,
+    _PAGE_PCD,
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_PWT,
+    _PAGE_RW,
+    _PAGE_USER,
+    I386_2LEVEL,
+    I386_PAE,
+    X86_64_4LEVEL,
+    PagingLevel,
+    PagingMode,
+    Translation,
+    WalkStep,
+)
 from ..devices.ram import RamModel
 from ..errors import SegmentationFault
 from ..units import PAGE_SHIFT, PAGE_SIZE
@@ -74,19 +95,6 @@ from .buddy import BuddyAllocator
 from .layout import Layout
 
 # Entry bits (arch/x86/include/asm/pgtable_types.h).
-_PAGE_PRESENT = 0x001
-_PAGE_RW = 0x002
-_PAGE_USER = 0x004
-_PAGE_PWT = 0x008
-_PAGE_PCD = 0x010
-_PAGE_ACCESSED = 0x020
-_PAGE_DIRTY = 0x040
-_PAGE_PSE = 0x080  # in a PMD/PUD (or non-PAE PGD) entry: a large page; in a PTE: PAT
-_PAGE_PAT = 0x080
-_PAGE_GLOBAL = 0x100
-_PAGE_NX = 1 << 63  # 64-bit entries only (x86_64 and PAE)
-
-_KERNPG_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED | _PAGE_DIRTY
 PAGE_KERNEL_EXEC = _PAGE_PRESENT | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_GLOBAL
 PAGE_KERNEL = PAGE_KERNEL_EXEC | _PAGE_NX
 PAGE_KERNEL_LARGE = PAGE_KERNEL | _PAGE_PSE
@@ -98,117 +106,6 @@ GFP_PGTABLE_KERNEL = G.GFP_KERNEL | G.__GFP_ZERO
 WALK_STEP_CYCLES = 30
 ENTRY_WRITE_CYCLES = 50
 CLEAR_PAGE_CYCLES = PAGE_SIZE // 16  # clear_page(): rep stosq at ~16 bytes a cycle
-
-
-@attrs.frozen
-class PagingLevel:
-    """One level of the hardware's page-table tree."""
-
-    name: str  # Linux's name: "PGD", "PUD", "PMD", "PTE"
-    shift: int  # the virtual-address bit where this level's index starts
-    nr_entries: int
-    large: bool  # an entry may map a page itself with _PAGE_PSE (or is the PTE level)
-    table_flags: int  # the flags of an entry that points to the next level's table
-    permissions: bool = True  # entries carry RW/US/NX (not so in the PAE PDPT)
-
-
-@attrs.frozen
-class PagingMode:
-    """The geometry of one x86 paging mode."""
-
-    name: str
-    levels: tuple[PagingLevel, ...]
-    entry_size: int
-    addr_mask: int  # the physical-address bits of an entry
-    va_bits: int  # 48 (canonical addresses) or 32
-    nx: bool  # entries have the NX bit
-
-    @property
-    def flag_mask(self) -> int:
-        """The bits of an entry that are flags (not address, not ignored)."""
-        return 0xFFF | (_PAGE_NX if self.nx else 0)
-
-
-_ADDR_MASK_64 = 0x000F_FFFF_FFFF_F000
-X86_64_4LEVEL = PagingMode(
-    name="4-level",
-    levels=(
-        PagingLevel("PGD", 39, 512, False, _KERNPG_TABLE),
-        PagingLevel("PUD", 30, 512, True, _KERNPG_TABLE),
-        PagingLevel("PMD", 21, 512, True, _KERNPG_TABLE),
-        PagingLevel("PTE", 12, 512, True, 0),
-    ),
-    entry_size=8,
-    addr_mask=_ADDR_MASK_64,
-    va_bits=48,
-    nx=True,
-)
-I386_2LEVEL = PagingMode(
-    name="2-level",
-    levels=(
-        PagingLevel("PGD", 22, 1024, True, _KERNPG_TABLE),
-        PagingLevel("PTE", 12, 1024, True, 0),
-    ),
-    entry_size=4,
-    addr_mask=0xFFFF_F000,
-    va_bits=32,
-    nx=False,
-)
-# PAE: the PDPT's entries have only the present bit (RW/US/A/D are reserved there), so
-# Linux's pud_populate() writes __pa(pmd) | _PAGE_PRESENT.
-I386_PAE = PagingMode(
-    name="PAE",
-    levels=(
-        PagingLevel("PGD", 30, 4, False, _PAGE_PRESENT, permissions=False),
-        PagingLevel("PMD", 21, 512, True, _KERNPG_TABLE),
-        PagingLevel("PTE", 12, 512, True, 0),
-    ),
-    entry_size=8,
-    addr_mask=_ADDR_MASK_64,
-    va_bits=32,
-    nx=True,
-)
-
-
-@attrs.frozen
-class WalkStep:
-    """One entry read during a walk."""
-
-    level: str
-    table: int  # physical address of the table
-    index: int
-    entry: int  # the raw entry value
-    address: int  # physical address of the entry (what the walker reads)
-
-
-@attrs.frozen
-class Translation:
-    """The result of a page-table walk.
-
-    Attributes:
-        flags: the flag bits of the leaf entry (low 12 bits, plus NX where entries have it).
-        writable, user, nx: the effective permissions over all levels, as the hardware
-            combines them (RW and US must be set at every level, NX at any level forbids
-            execution; the PAE PDPT has no such bits).
-    """
-
-    vaddr: int
-    phys: int
-    page_size: int
-    flags: int
-    steps: tuple[WalkStep, ...]
-    writable: bool
-    user: bool
-    nx: bool
-
-    @property
-    def pfn(self) -> int:
-        return self.phys >> PAGE_SHIFT
-
-    @property
-    def level(self) -> str:
-        """The level whose entry mapped the page ("PTE", or "PMD"/"PUD"/"PGD" for large)."""
-        return self.steps[-1].level
 
 
 class PageNotPresent(SegmentationFault):
