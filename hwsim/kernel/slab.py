@@ -1,17 +1,15 @@
 """The SLUB slab allocator (mm/slub.c, mm/slab_common.c), as a plain synchronous model.
 
+The caches themselves (flags, layout, order: ``struct kmem_cache``) are in
+:mod:`hwsim.kernel.slab_common`; poisoning, red zones and their checks in
+:mod:`hwsim.kernel.slub_debug`. This module is the allocator: per-CPU slabs, partial lists,
+the allocation and free paths, timing and statistics. The names of both are re-exported
+here.
+
 What follows Linux (x86, 4 KiB pages, v6.8):
 
-- a cache's layout is ``calculate_sizes()``: the object size rounded up to a word, a free
-  pointer moved behind the object when the object may not be overwritten (poisoning, a
-  constructor, SLAB_TYPESAFE_BY_RCU), debug metadata (red zones, two ``struct track``), all
-  rounded up to the alignment of ``calculate_alignment()`` (SLAB_HWCACHE_ALIGN: the cache
-  line, halved while the object fits in half of it);
-- the slab order is ``calculate_order()``: ``min_objects = 4 * (fls(nr_cpus) + 1)``, capped
-  by what fits in a ``slab_max_order`` (3) slab, then the smallest order from there whose
-  leftover is at most 1/16, 1/8, 1/4 or 1/2 of the slab; objects per slab =
-  ``(PAGE_SIZE << order) // size``; ``allocate_slab()`` tries that order without reclaim
-  and falls back to the smallest order holding one object (ORDER_FALLBACK);
+- ``allocate_slab()`` tries the cache's order without reclaim and falls back to the
+  smallest order holding one object (ORDER_FALLBACK);
 - each CPU has an active ("frozen") slab whose free objects it owns (``c->freelist``);
   allocation pops from it (the fast path), and frees of its objects on that CPU push onto it,
   last in first out: a freed object is what the next allocation on that CPU gets. Frees
@@ -25,19 +23,8 @@ What follows Linux (x86, 4 KiB pages, v6.8):
 - caches with debug flags (``slub_debug``, SLAB_RED_ZONE, SLAB_POISON, SLAB_STORE_USER, ...)
   use no per-CPU slab: every operation takes the list_lock (``alloc_single_from_partial``,
   ``free_to_partial_list``), as in Linux since v6.2;
-- poisoning and red zones are written into RAM as ``init_object()`` writes them: a new slab
-  is filled with POISON_INUSE (0x5a) under SLAB_POISON, then each object gets POISON_FREE
-  (0x6b) with POISON_END (0xa5) as its last byte, red zones SLUB_RED_INACTIVE (0xbb); an
-  allocated object keeps its 0x6b/0xa5 poison (SLUB, unlike the old SLAB, does not refill it
-  with 0x5a) and its red zones become SLUB_RED_ACTIVE (0xcc); for kmalloc caches with
-  SLAB_STORE_USER the bytes between the size asked and the object size are red zone too;
-- with SLAB_CONSISTENCY_CHECKS, red zones and poison are checked on free and on allocation;
-  damage is logged in SLUB's words ("BUG kmalloc-64 (Not tainted): Right Redzone
-  overwritten", "FIX kmalloc-64: Restoring ...") and repaired; an object whose red zone was
-  damaged is not freed ("Object at 0x... not freed"), as in Linux;
 - ``kmem_cache_shrink`` flushes the per-CPU slabs, discards every empty slab and moves the
-  fullest partial slabs to the head of the list; slabinfo's active_objs counts the free
-  objects of per-CPU slabs as active, as ``get_slabinfo()`` does.
+  fullest partial slabs to the head of the list.
 
 Where it differs on purpose:
 
@@ -46,11 +33,8 @@ Where it differs on purpose:
   :class:`~hwsim.InvalidFree`, and nothing changes; destroying a cache with objects raises
   :class:`SlabCacheBusy` and leaves the cache as it was (Linux logs, flushes and leaks it);
 - no per-CPU partial lists (as CONFIG_SLUB_CPU_PARTIAL=n), no freelist randomisation
-  (objects are handed out in address order in a new slab), no cache merging, one NUMA node;
-- the free pointer lives in the model's lists, not in the object's memory, and
-  SLAB_STORE_USER keeps no tracks in RAM (the space for them is reserved);
-- a detected use-after-free on allocation is logged and repaired, and the object is handed
-  out (Linux also marks the whole slab as used and takes another one);
+  (objects are handed out in address order in a new slab), one NUMA node;
+- the free pointer lives in the model's lists, not in the object's memory;
 - ``kmem_cache_shrink`` returns the number of pages it gave back (Linux returns 0 when every
   slab was released).
 
@@ -63,98 +47,78 @@ is charged by the buddy allocator behind it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import attrs
 
 from ..devices.ram import RamModel
-from ..errors import DoubleFree, HwsimError, InvalidFree, OutOfMemory
-from ..units import PAGE_SHIFT, PAGE_SIZE
+from ..errors import DoubleFree, InvalidFree, OutOfMemory
+from ..units import PAGE_SHIFT
 from . import gfp as G
 from .buddy import BuddyAllocator
 from .layout import Layout
-from .zones import MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER
-
-# Cache flags (include/linux/slab.h, v6.8 values; v6.9 renumbered them into an enum).
-SLAB_CONSISTENCY_CHECKS = 0x00000100
-SLAB_RED_ZONE = 0x00000400
-SLAB_POISON = 0x00000800
-SLAB_KMALLOC = 0x00001000
-SLAB_HWCACHE_ALIGN = 0x00002000
-SLAB_CACHE_DMA = 0x00004000
-SLAB_CACHE_DMA32 = 0x00008000
-SLAB_STORE_USER = 0x00010000
-SLAB_RECLAIM_ACCOUNT = 0x00020000
-SLAB_TEMPORARY = SLAB_RECLAIM_ACCOUNT
-SLAB_PANIC = 0x00040000
-SLAB_TYPESAFE_BY_RCU = 0x00080000
-SLAB_TRACE = 0x00200000
-SLAB_NOLEAKTRACE = 0x00800000
-SLAB_NO_MERGE = 0x01000000
-SLAB_ACCOUNT = 0x04000000
-SLAB_NO_USER_FLAGS = 0x10000000
-
-SLAB_DEBUG_FLAGS = (
-    SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER | SLAB_TRACE | SLAB_CONSISTENCY_CHECKS
-)
-# What a bare "slub_debug" on the command line turns on (FZPU).
-DEBUG_DEFAULT_FLAGS = SLAB_CONSISTENCY_CHECKS | SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER
-SLAB_FLAGS_PERMITTED = (
-    SLAB_DEBUG_FLAGS
-    | SLAB_KMALLOC
-    | SLAB_HWCACHE_ALIGN
-    | SLAB_CACHE_DMA
-    | SLAB_CACHE_DMA32
-    | SLAB_RECLAIM_ACCOUNT
-    | SLAB_PANIC
-    | SLAB_TYPESAFE_BY_RCU
-    | SLAB_NOLEAKTRACE
-    | SLAB_NO_MERGE
-    | SLAB_ACCOUNT
-    | SLAB_NO_USER_FLAGS
-)
-_SLUB_DEBUG_LETTERS = {
-    "F": SLAB_CONSISTENCY_CHECKS,
-    "Z": SLAB_RED_ZONE,
-    "P": SLAB_POISON,
-    "U": SLAB_STORE_USER,
-    "T": SLAB_TRACE,
-}
-
-# Poison bytes (include/linux/poison.h).
-POISON_INUSE = 0x5A
-POISON_FREE = 0x6B
-POISON_END = 0xA5
-SLUB_RED_INACTIVE = 0xBB
-SLUB_RED_ACTIVE = 0xCC
-
-MIN_PARTIAL = 5
-MAX_PARTIAL = 10
-SLAB_MAX_ORDER = PAGE_ALLOC_COSTLY_ORDER  # slub_max_order
-MAX_OBJS_PER_PAGE = 32767  # slab->objects is 15 bits
-SHRINK_PROMOTE_MAX = 32
-CACHE_LINE_SIZE = 64  # cache_line_size() on x86
-ARCH_SLAB_MINALIGN = 8  # __alignof__(unsigned long long), on i386 too
-
-# kmalloc's limits (include/linux/slab.h), here because kmem_cache_create checks them too.
-KMALLOC_SHIFT_HIGH = PAGE_SHIFT + 1
-KMALLOC_MAX_CACHE_SIZE = 1 << KMALLOC_SHIFT_HIGH
-KMALLOC_SHIFT_MAX = MAX_PAGE_ORDER + PAGE_SHIFT
-KMALLOC_MAX_SIZE = 1 << KMALLOC_SHIFT_MAX
+from .slab_common import ARCH_SLAB_MINALIGN as ARCH_SLAB_MINALIGN
+from .slab_common import CACHE_LINE_SIZE as CACHE_LINE_SIZE
+from .slab_common import KMALLOC_MAX_CACHE_SIZE as KMALLOC_MAX_CACHE_SIZE
+from .slab_common import KMALLOC_MAX_SIZE as KMALLOC_MAX_SIZE
+from .slab_common import KMALLOC_SHIFT_HIGH as KMALLOC_SHIFT_HIGH
+from .slab_common import KMALLOC_SHIFT_MAX as KMALLOC_SHIFT_MAX
+from .slab_common import MAX_OBJS_PER_PAGE as MAX_OBJS_PER_PAGE
+from .slab_common import MAX_PARTIAL as MAX_PARTIAL
+from .slab_common import MIN_PARTIAL as MIN_PARTIAL
+from .slab_common import SLAB_ACCOUNT as SLAB_ACCOUNT
+from .slab_common import SLAB_CACHE_DMA as SLAB_CACHE_DMA
+from .slab_common import SLAB_CACHE_DMA32 as SLAB_CACHE_DMA32
+from .slab_common import SLAB_CONSISTENCY_CHECKS as SLAB_CONSISTENCY_CHECKS
+from .slab_common import SLAB_DEBUG_FLAGS as SLAB_DEBUG_FLAGS
+from .slab_common import SLAB_FLAGS_PERMITTED as SLAB_FLAGS_PERMITTED
+from .slab_common import SLAB_HWCACHE_ALIGN as SLAB_HWCACHE_ALIGN
+from .slab_common import SLAB_KMALLOC as SLAB_KMALLOC
+from .slab_common import SLAB_MAX_ORDER as SLAB_MAX_ORDER
+from .slab_common import SLAB_NO_MERGE as SLAB_NO_MERGE
+from .slab_common import SLAB_NO_USER_FLAGS as SLAB_NO_USER_FLAGS
+from .slab_common import SLAB_NOLEAKTRACE as SLAB_NOLEAKTRACE
+from .slab_common import SLAB_PANIC as SLAB_PANIC
+from .slab_common import SLAB_POISON as SLAB_POISON
+from .slab_common import SLAB_RECLAIM_ACCOUNT as SLAB_RECLAIM_ACCOUNT
+from .slab_common import SLAB_RED_ZONE as SLAB_RED_ZONE
+from .slab_common import SLAB_STORE_USER as SLAB_STORE_USER
+from .slab_common import SLAB_TEMPORARY as SLAB_TEMPORARY
+from .slab_common import SLAB_TRACE as SLAB_TRACE
+from .slab_common import SLAB_TYPESAFE_BY_RCU as SLAB_TYPESAFE_BY_RCU
+from .slab_common import KmemCache as KmemCache
+from .slab_common import Slab as Slab
+from .slab_common import SlabCacheBusy as SlabCacheBusy
+from .slab_common import SlabInfo as SlabInfo
+from .slab_common import calc_slab_order as calc_slab_order
+from .slab_common import calculate_alignment as calculate_alignment
+from .slab_common import calculate_order as calculate_order
+from .slab_common import check_create_args
+from .slab_common import fls as fls
+from .slab_common import get_order as get_order
+from .slab_common import min_partial_for as min_partial_for
+from .slab_common import order_objects as order_objects
+from .slub_debug import DEBUG_DEFAULT_FLAGS as DEBUG_DEFAULT_FLAGS
+from .slub_debug import POISON_END as POISON_END
+from .slub_debug import POISON_FREE as POISON_FREE
+from .slub_debug import POISON_INUSE as POISON_INUSE
+from .slub_debug import SLUB_RED_ACTIVE as SLUB_RED_ACTIVE
+from .slub_debug import SLUB_RED_INACTIVE as SLUB_RED_INACTIVE
+from .slub_debug import check_object, init_object, setup_slab_debug, slab_fix
+from .slub_debug import parse_slub_debug as parse_slub_debug
 
 # Module-level aliases: inside a class body Python would mangle G.__GFP_X names.
 _GFP_ZERO = G.__GFP_ZERO
-_GFP_COMP = G.__GFP_COMP
 _GFP_NOWARN = G.__GFP_NOWARN
 _GFP_NORETRY = G.__GFP_NORETRY
 _GFP_NOFAIL = G.__GFP_NOFAIL
 _GFP_NOMEMALLOC = G.__GFP_NOMEMALLOC
 _GFP_RECLAIM = G.__GFP_RECLAIM
 _GFP_DIRECT_RECLAIM = G.__GFP_DIRECT_RECLAIM
-_GFP_RECLAIMABLE = G.__GFP_RECLAIMABLE
 # Zone modifiers slab memory cannot honour: kmalloc_fix_flags() drops them with a warning.
 GFP_SLAB_BUG_MASK = G.__GFP_DMA32 | G.__GFP_HIGHMEM
+
+SHRINK_PROMOTE_MAX = 32
 
 # Costs in cycles.
 ALLOC_FASTPATH_CYCLES = 20  # this_cpu_cmpxchg on c->freelist
@@ -167,412 +131,9 @@ DEBUG_CYCLES = 200  # consistency checks and poisoning of one object
 BYTES_PER_CYCLE = 32  # memset/memcpy bandwidth
 
 
-class SlabCacheBusy(HwsimError):
-    """``kmem_cache_destroy()`` of a cache that still has objects allocated.
-
-    Linux warns ("kmem_cache_destroy X: Slab cache still has objects") and leaks the cache;
-    hwsim refuses and leaves the cache as it was. Free every object first.
-    """
-
-
-def fls(x: int) -> int:
-    """``fls()``: the position of the most significant set bit, 1-based (0 for 0)."""
-    return x.bit_length()
-
-
-def get_order(size: int) -> int:
-    """``get_order()``: the smallest order whose block (``PAGE_SIZE << order``) holds ``size``."""
-    return ((size - 1) >> PAGE_SHIFT).bit_length() if size > 0 else 0
-
-
-def order_objects(order: int, size: int) -> int:
-    """Objects of ``size`` bytes in a slab of ``order``."""
-    return (PAGE_SIZE << order) // size
-
-
-def calc_slab_order(size: int, min_order: int, max_order: int, fract_leftover: int) -> int:
-    """The smallest order in ``[min_order, max_order]`` wasting at most 1/fract_leftover of
-    the slab; ``max_order + 1`` if there is none."""
-    order = min_order
-    while order <= max_order:
-        slab_size = PAGE_SIZE << order
-        if slab_size % size <= slab_size // fract_leftover:
-            break
-        order += 1
-    return order
-
-
-def calculate_order(
-    size: int,
-    nr_cpus: int,
-    *,
-    slab_min_order: int = 0,
-    slab_max_order: int = SLAB_MAX_ORDER,
-    slab_min_objects: int = 0,
-) -> int:
-    """``calculate_order()`` (mm/slub.c, v6.8): the page order of a cache's slabs.
-
-    Example (2 CPUs: min_objects = 4 * (fls(2) + 1) = 12):
-        >>> calculate_order(192, 2), calculate_order(512, 2), calculate_order(8192, 2)
-        (0, 1, 3)
-
-    Raises:
-        ValueError: not even one object fits in a MAX_PAGE_ORDER block (Linux: -ENOSYS).
-    """
-    min_objects = slab_min_objects or 4 * (fls(nr_cpus) + 1)
-    max_objects = max(order_objects(slab_max_order, size), 1)
-    min_objects = min(min_objects, max_objects)
-    min_order = max(slab_min_order, get_order(min_objects * size))
-    if order_objects(min_order, size) > MAX_OBJS_PER_PAGE:
-        return get_order(size * MAX_OBJS_PER_PAGE) - 1
-    for fraction in (16, 8, 4, 2):
-        order = calc_slab_order(size, min_order, slab_max_order, fraction)
-        if order <= slab_max_order:
-            return order
-    order = get_order(size)
-    if order <= MAX_PAGE_ORDER:
-        return order
-    raise ValueError(
-        f"objects of {size} bytes do not fit in an order-{MAX_PAGE_ORDER} slab (-ENOSYS)"
-    )
-
-
-def calculate_alignment(flags: int, align: int, size: int, ptr_size: int = 8) -> int:
-    """``calculate_alignment()`` (mm/slab_common.c): the alignment of a cache's objects."""
-    if flags & SLAB_HWCACHE_ALIGN:
-        ralign = CACHE_LINE_SIZE
-        while size <= ralign // 2:
-            ralign //= 2
-        align = max(align, ralign)
-    align = max(align, ARCH_SLAB_MINALIGN)
-    return _align_up(align, ptr_size)
-
-
-def min_partial_for(size: int) -> int:
-    """``s->min_partial``: ``clamp(ilog2(size) / 2, MIN_PARTIAL, MAX_PARTIAL)``."""
-    return max(MIN_PARTIAL, min(MAX_PARTIAL, (size.bit_length() - 1) // 2))
-
-
-def _align_up(x: int, a: int) -> int:
-    return (x + a - 1) & ~(a - 1)
-
-
-def _track_size(ptr_size: int) -> int:
-    # struct track {addr; depot_stack_handle_t handle; int cpu; int pid; unsigned long when}
-    return 32 if ptr_size == 8 else 20
-
-
-def parse_slub_debug(value: bool | str) -> int:
-    """The cache flags a ``slub_debug`` boot option adds to every cache.
-
-    ``True`` (a bare ``slub_debug``) means FZPU; a string picks letters: F (consistency
-    checks), Z (red zones), P (poisoning), U (store user), T (trace); ``"-"`` or ``False``
-    turns debugging off.
-    """
-    if isinstance(value, bool):
-        return DEBUG_DEFAULT_FLAGS if value else 0
-    if not isinstance(value, str):
-        raise TypeError(f"slub_debug is a bool or a string of FZPUT letters, got {value!r}")
-    if value in ("", "1"):
-        return DEBUG_DEFAULT_FLAGS
-    flags = 0
-    for letter in value.upper():
-        if letter == "-":
-            continue
-        if letter not in _SLUB_DEBUG_LETTERS:
-            raise ValueError(f"slub_debug: unknown option {letter!r} (known: FZPUT and -)")
-        flags |= _SLUB_DEBUG_LETTERS[letter]
-    return flags
-
-
 def _fmt_gfp(gfp: int) -> str:
     # "%#x (%pGg)", the spacing the slab warnings use.
     return G.format_gfp(gfp).replace("(", " (", 1)
-
-
-class Slab:
-    """``struct slab``: 2**order contiguous pages cut into a cache's objects.
-
-    Attributes:
-        cache: the cache it belongs to.
-        pfn: its first page frame; ``order``: it spans 2**order pages.
-        base: the direct-map virtual address of its first byte.
-        objects: how many objects it holds.
-        freelist: its free objects, a stack whose end is the head of SLUB's freelist. The
-            free objects of a per-CPU slab are on its CPU's list instead (``c->freelist``);
-            this one then holds what other CPUs freed.
-        inuse: ``slab->inuse``: allocated objects, except that a per-CPU (frozen) slab
-            counts the objects on its CPU's freelist as in use, as Linux does.
-        cpu: the CPU whose active slab it is (SLUB's "frozen"), or -1.
-    """
-
-    __slots__ = ("base", "cache", "cpu", "freelist", "inuse", "objects", "order", "pfn")
-
-    def __init__(self, cache: KmemCache, pfn: int, order: int, base: int, objects: int) -> None:
-        self.cache = cache
-        self.pfn = pfn
-        self.order = order
-        self.base = base
-        self.objects = objects
-        first = base + cache.red_left_pad
-        size = cache.size
-        # Address order: the first object is the freelist head (no freelist randomisation).
-        self.freelist = list(range(first + (objects - 1) * size, first - 1, -size))
-        self.inuse = 0
-        self.cpu = -1
-
-    def __repr__(self) -> str:
-        return (
-            f"<Slab {self.cache.name} pfn={self.pfn:#x} order={self.order} "
-            f"objects={self.objects} inuse={self.inuse} cpu={self.cpu}>"
-        )
-
-    @property
-    def nr_pages(self) -> int:
-        return 1 << self.order
-
-    def object_index(self, addr: int) -> int:
-        """The index of the object starting at ``addr``; -1 if no object starts there."""
-        offset = addr - self.base - self.cache.red_left_pad
-        size = self.cache.size
-        if offset < 0 or offset % size or offset // size >= self.objects:
-            return -1
-        return offset // size
-
-    def object_address(self, index: int) -> int:
-        return self.base + self.cache.red_left_pad + index * self.cache.size
-
-
-@attrs.frozen(kw_only=True)
-class SlabInfo:
-    """``struct slabinfo`` with the cache's name: one line of /proc/slabinfo.
-
-    Under SLUB the tunables and ``sharedavail`` are 0 and ``active_slabs == num_slabs``;
-    ``objsize`` is ``s->size``, the full object size with metadata and alignment.
-    """
-
-    name: str
-    active_objs: int
-    num_objs: int
-    objsize: int
-    objperslab: int
-    pagesperslab: int
-    active_slabs: int
-    num_slabs: int
-    limit: int = 0
-    batchcount: int = 0
-    sharedfactor: int = 0
-    sharedavail: int = 0
-
-
-class KmemCache:
-    """``struct kmem_cache``: a pool of equal objects, made with
-    :meth:`SlabAllocator.kmem_cache_create`.
-
-    Attributes:
-        name: the name /proc/slabinfo shows.
-        object_size: the size asked for (``s->object_size``).
-        size: an object's full size in the slab, with alignment and metadata
-            (``s->size``, slabinfo's objsize).
-        align: the alignment of the objects.
-        flags: the cache flags, including those ``slub_debug`` added.
-        order: the page order of its slabs; ``objects_per_slab``: objects in such a slab.
-        min_order: the fallback order when a slab of ``order`` cannot be had.
-        min_partial: empty slabs kept on the partial list before they are released.
-        inuse: bytes of an object in use, with the right red zone (``s->inuse``).
-        offset: where SLUB keeps the free pointer in a free object (``s->offset``).
-        red_left_pad: the red zone before each object.
-        reclaimable: SLAB_RECLAIM_ACCOUNT: its pages count as SReclaimable.
-    """
-
-    __slots__ = (
-        "_lock_until",
-        "align",
-        "alloc_fastpath",
-        "alloc_from_partial",
-        "alloc_refill",
-        "alloc_slab",
-        "alloc_slowpath",
-        "allocflags",
-        "checks",
-        "cpu_freelist",
-        "cpu_slab",
-        "ctor",
-        "deactivate_empty",
-        "dead",
-        "debug",
-        "flags",
-        "free_add_partial",
-        "free_fastpath",
-        "free_frozen",
-        "free_remove_partial",
-        "free_slab",
-        "free_slowpath",
-        "init_on_setup",
-        "inuse",
-        "ksize",
-        "min_objects",
-        "min_order",
-        "min_partial",
-        "name",
-        "nr_pages",
-        "nr_slabs",
-        "object_size",
-        "objects_per_slab",
-        "offset",
-        "order",
-        "order_fallback",
-        "orig_sizes",
-        "partial",
-        "poison",
-        "reclaimable",
-        "red_left_pad",
-        "red_zone",
-        "size",
-        "total_objects",
-        "tracks_orig_size",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        object_size: int,
-        align: int,
-        flags: int,
-        ctor: Callable[[int], object] | None,
-        nr_cpus: int,
-        ptr_size: int,
-    ) -> None:
-        self.name = name
-        self.object_size = object_size
-        self.flags = flags
-        self.ctor = ctor
-        self.align = calculate_alignment(flags, align, object_size, ptr_size)
-        self._calculate_sizes(ptr_size, nr_cpus)
-        self.debug = bool(flags & SLAB_DEBUG_FLAGS)  # kmem_cache_debug()
-        self.checks = bool(flags & SLAB_CONSISTENCY_CHECKS)
-        self.red_zone = bool(flags & SLAB_RED_ZONE)
-        self.init_on_setup = self.poison or bool(flags & (SLAB_STORE_USER | SLAB_RED_ZONE))
-        self.min_partial = min_partial_for(self.size)
-        self.reclaimable = bool(flags & SLAB_RECLAIM_ACCOUNT)
-        self.allocflags = _GFP_COMP if self.order else 0
-        if flags & SLAB_CACHE_DMA:
-            self.allocflags |= G.GFP_DMA
-        if flags & SLAB_CACHE_DMA32:
-            self.allocflags |= G.GFP_DMA32
-        if self.reclaimable:
-            self.allocflags |= _GFP_RECLAIMABLE
-        self.ksize = self._slab_ksize()
-        self.cpu_slab: list[Slab | None] = [None] * nr_cpus
-        self.cpu_freelist: list[list[int]] = [[] for _ in range(nr_cpus)]
-        self.partial: OrderedDict[Slab, None] = OrderedDict()
-        self.orig_sizes: dict[int, int] = {}
-        self.nr_slabs = self.total_objects = self.nr_pages = 0
-        self.dead = False
-        self._lock_until = 0
-        # SLUB's stat items (CONFIG_SLUB_STATS), lower case.
-        self.alloc_fastpath = self.alloc_slowpath = self.free_fastpath = 0
-        self.free_slowpath = self.free_frozen = self.alloc_from_partial = 0
-        self.alloc_refill = self.alloc_slab = self.free_slab = self.order_fallback = 0
-        self.free_add_partial = self.free_remove_partial = self.deactivate_empty = 0
-
-    def _calculate_sizes(self, ptr_size: int, nr_cpus: int) -> None:
-        """``calculate_sizes()``: the object's layout and the slab order."""
-        flags = self.flags
-        size = _align_up(self.object_size, ptr_size)
-        self.poison = bool(flags & SLAB_POISON) and not (
-            flags & SLAB_TYPESAFE_BY_RCU or self.ctor
-        )  # __OBJECT_POISON
-        if flags & SLAB_RED_ZONE and size == self.object_size:
-            size += ptr_size  # room for a right red zone
-        self.inuse = size
-        # slub_debug_orig_size(): kmalloc caches that track the size asked for.
-        self.tracks_orig_size = bool(flags & SLAB_STORE_USER and flags & SLAB_KMALLOC)
-        if (
-            self.tracks_orig_size
-            or flags & (SLAB_TYPESAFE_BY_RCU | SLAB_POISON)
-            or (flags & SLAB_RED_ZONE and self.object_size < ptr_size)
-            or self.ctor
-        ):
-            self.offset = size  # the free pointer goes behind the object
-            size += ptr_size
-        else:
-            self.offset = (self.object_size // 2) & ~(ptr_size - 1)
-        if flags & SLAB_STORE_USER:
-            size += 2 * _track_size(ptr_size)
-            if flags & SLAB_KMALLOC:
-                size += 4  # the original kmalloc size
-        self.red_left_pad = 0
-        if flags & SLAB_RED_ZONE:
-            size += ptr_size
-            self.red_left_pad = _align_up(ptr_size, self.align)
-            size += self.red_left_pad
-        size = _align_up(size, self.align)
-        self.size = size
-        self.order = calculate_order(size, nr_cpus)
-        self.objects_per_slab = order_objects(self.order, size)
-        self.min_order = get_order(size)
-        self.min_objects = order_objects(self.min_order, size)
-
-    def _slab_ksize(self) -> int:
-        """``slab_ksize()``: how much of an object a kmalloc user may use."""
-        if self.flags & (SLAB_RED_ZONE | SLAB_POISON):
-            return self.object_size
-        if self.flags & (SLAB_TYPESAFE_BY_RCU | SLAB_STORE_USER):
-            return self.inuse
-        return self.size
-
-    def __repr__(self) -> str:
-        return (
-            f"<KmemCache {self.name} object_size={self.object_size} size={self.size} "
-            f"order={self.order} objects_per_slab={self.objects_per_slab}>"
-        )
-
-    # ------------------------------------------------------------------ slabinfo
-
-    @property
-    def pages_per_slab(self) -> int:
-        return 1 << self.order
-
-    @property
-    def num_slabs(self) -> int:
-        """Slabs the cache holds (``node_nr_slabs``); under SLUB all of them are active."""
-        return self.nr_slabs
-
-    @property
-    def num_objs(self) -> int:
-        """Objects in all its slabs (``node_nr_objs``)."""
-        return self.total_objects
-
-    @property
-    def active_objs(self) -> int:
-        """slabinfo's active_objs: ``num_objs`` minus the free objects on the partial list.
-
-        As in Linux, free objects of the per-CPU slabs count as active.
-        """
-        return self.total_objects - sum(s.objects - s.inuse for s in self.partial)
-
-    @property
-    def nr_allocated(self) -> int:
-        """Objects allocated and not freed (exact, unlike ``active_objs``)."""
-        return self.alloc_fastpath + self.alloc_slowpath - self.free_fastpath - self.free_slowpath
-
-    @property
-    def nr_partial(self) -> int:
-        return len(self.partial)
-
-    def slabinfo(self) -> SlabInfo:
-        """The numbers of this cache's /proc/slabinfo line (``get_slabinfo()``)."""
-        return SlabInfo(
-            name=self.name,
-            active_objs=self.active_objs,
-            num_objs=self.total_objects,
-            objsize=self.size,
-            objperslab=self.objects_per_slab,
-            pagesperslab=1 << self.order,
-            active_slabs=self.nr_slabs,
-            num_slabs=self.nr_slabs,
-        )
 
 
 @attrs.frozen
@@ -712,7 +273,7 @@ class SlabAllocator:
         """
         if not isinstance(name, str):
             raise TypeError(f"kmem_cache_create: name must be a str, got {name!r}")
-        problem = self._check_create_args(name, size, align, flags, ctor)
+        problem = check_create_args(name, size, align, flags, ctor)
         if problem is None:
             assert isinstance(flags, int)
             if not flags & SLAB_NO_USER_FLAGS:
@@ -732,31 +293,6 @@ class SlabAllocator:
         self._cache_set.add(cache)
         self._all_caches.append(cache)
         return cache
-
-    @staticmethod
-    def _check_create_args(
-        name: str, size: object, align: object, flags: object, ctor: object
-    ) -> str | None:
-        if not name:
-            return "a cache needs a name"
-        for what, value in (("size", size), ("align", align), ("flags", flags)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"kmem_cache_create({name}): {what} must be an int, got {value!r}")
-        assert isinstance(size, int) and isinstance(align, int) and isinstance(flags, int)
-        if not 0 < size <= KMALLOC_MAX_SIZE:
-            return (
-                f"integrity check failed: size {size} is outside 1..KMALLOC_MAX_SIZE "
-                f"({KMALLOC_MAX_SIZE})"
-            )
-        if align < 0 or align & (align - 1):
-            return f"align {align} is not 0 or a power of two"
-        if align > PAGE_SIZE << MAX_PAGE_ORDER:
-            return f"align {align} is larger than the largest block"
-        if flags < 0 or flags & ~SLAB_FLAGS_PERMITTED:
-            return f"unknown or allocator-internal flags {flags & ~SLAB_FLAGS_PERMITTED:#x}"
-        if ctor is not None and not callable(ctor):
-            raise TypeError(f"kmem_cache_create({name}): ctor must be callable, got {ctor!r}")
-        return None
 
     def _check_cache(self, cache: object, func: str) -> KmemCache:
         if not isinstance(cache, KmemCache):
@@ -955,10 +491,12 @@ class SlabAllocator:
         self._live[addr] = slab
         # alloc_debug_processing()
         if cache.checks:
-            self._check_object(cache, slab, addr, SLUB_RED_INACTIVE)
+            self.slab_errors += check_object(
+                self.ram, self._page_offset, self.log, cache, slab, addr, SLUB_RED_INACTIVE
+            )
         if cache.tracks_orig_size:
             cache.orig_sizes[addr] = orig_size
-        self._init_object(cache, addr, SLUB_RED_ACTIVE, orig_size)
+        init_object(self.ram, self._page_offset, cache, addr, SLUB_RED_ACTIVE, orig_size)
         return addr
 
     def _new_slab(self, cache: KmemCache, gfp: int, cpu: int) -> Slab:
@@ -984,7 +522,8 @@ class SlabAllocator:
         slab = Slab(cache, pfn, order, self.layout.pfn_to_virt(pfn), objects)
         self._op_cycles += NEW_SLAB_CYCLES + PER_OBJECT_CYCLES * objects
         if cache.init_on_setup:
-            self._setup_slab_debug(cache, slab)
+            nbytes = setup_slab_debug(self.ram, self._page_offset, cache, slab)
+            self._op_cycles += nbytes // BYTES_PER_CYCLE
         if cache.ctor is not None:
             ctor = cache.ctor
             try:
@@ -1121,12 +660,17 @@ class SlabAllocator:
         """``free_to_partial_list()``: checks, poisoning, list update under the list_lock."""
         self._op_cycles += SLOWPATH_CYCLES + DEBUG_CYCLES
         self._take_list_lock(cache)
-        if cache.checks and not self._check_object(cache, slab, addr, SLUB_RED_ACTIVE):
-            self._report(cache, None, f"FIX {cache.name}: Object at {addr:#x} not freed")
-            self._live[addr] = slab  # leaked, as in Linux
-            return
+        if cache.checks:
+            errors = check_object(
+                self.ram, self._page_offset, self.log, cache, slab, addr, SLUB_RED_ACTIVE
+            )
+            if errors:
+                self.slab_errors += errors
+                slab_fix(self.log, cache, f"Object at {addr:#x} not freed")
+                self._live[addr] = slab  # leaked, as in Linux
+                return
         cache.orig_sizes.pop(addr, None)
-        self._init_object(cache, addr, SLUB_RED_INACTIVE, cache.object_size)
+        init_object(self.ram, self._page_offset, cache, addr, SLUB_RED_INACTIVE, cache.object_size)
         cache.free_slowpath += 1
         was_full = not slab.freelist
         slab.freelist.append(addr)
@@ -1220,105 +764,6 @@ class SlabAllocator:
             size = orig_size
         self.ram.write(addr - self._page_offset, bytes(size))
         self._op_cycles += size // BYTES_PER_CYCLE + 1
-
-    def _init_object(self, cache: KmemCache, addr: int, val: int, orig_size: int) -> None:
-        """``init_object()``: poison the object and set its red zones to ``val``."""
-        poison_size = cache.object_size
-        if cache.red_zone and cache.tracks_orig_size and val == SLUB_RED_ACTIVE:
-            poison_size = orig_size
-        phys = addr - self._page_offset
-        ram = self.ram
-        poison = bytes([POISON_FREE]) * (poison_size - 1) + bytes([POISON_END])
-        rz = bytes([val])
-        if cache.red_zone and cache.poison:  # one write from the left red zone to inuse
-            left, right = rz * cache.red_left_pad, rz * (cache.inuse - poison_size)
-            ram.write(phys - cache.red_left_pad, left + poison + right)
-        elif cache.red_zone:
-            ram.write(phys - cache.red_left_pad, rz * cache.red_left_pad)
-            ram.write(phys + poison_size, rz * (cache.inuse - poison_size))
-        elif cache.poison:
-            ram.write(phys, poison)
-
-    def _setup_slab_debug(self, cache: KmemCache, slab: Slab) -> None:
-        """``setup_slab_debug()`` and ``setup_object_debug()`` for a new slab."""
-        nbytes = PAGE_SIZE << slab.order
-        phys = slab.base - self._page_offset
-        if cache.flags & SLAB_POISON:
-            image = bytearray([POISON_INUSE]) * nbytes
-        else:
-            image = bytearray(self.ram.read(phys, nbytes))
-        size, rlp, inuse = cache.size, cache.red_left_pad, cache.inuse
-        rz = bytes([SLUB_RED_INACTIVE])
-        poison = bytes([POISON_FREE]) * (cache.object_size - 1) + bytes([POISON_END])
-        for i in range(slab.objects):
-            start = i * size + rlp
-            if cache.red_zone:
-                image[start - rlp : start] = rz * rlp
-                image[start + cache.object_size : start + inuse] = rz * (inuse - cache.object_size)
-            if cache.poison:
-                image[start : start + cache.object_size] = poison
-        self.ram.write(phys, image)
-        self._op_cycles += nbytes // BYTES_PER_CYCLE
-
-    def _check_object(self, cache: KmemCache, slab: Slab, addr: int, val: int) -> bool:
-        """``check_object()``: are red zones and poison intact? Repairs and reports damage."""
-        ok = True
-        obj_size = cache.object_size
-        if cache.red_zone:
-            ok &= self._check_bytes(
-                cache, slab, "Left Redzone", addr - cache.red_left_pad, val, cache.red_left_pad
-            )
-            ok &= self._check_bytes(
-                cache, slab, "Right Redzone", addr + obj_size, val, cache.inuse - obj_size
-            )
-            if cache.tracks_orig_size and val == SLUB_RED_ACTIVE:
-                orig = cache.orig_sizes.get(addr, obj_size)
-                if obj_size > orig:
-                    ok &= self._check_bytes(
-                        cache, slab, "kmalloc Redzone", addr + orig, val, obj_size - orig
-                    )
-        elif cache.flags & SLAB_POISON and obj_size < cache.inuse:
-            pad = cache.inuse - obj_size
-            ok &= self._check_bytes(
-                cache, slab, "Alignment padding", addr + obj_size, POISON_INUSE, pad
-            )
-        if cache.poison and val != SLUB_RED_ACTIVE:
-            ok &= self._check_bytes(cache, slab, "Poison", addr, POISON_FREE, obj_size - 1)
-            ok &= self._check_bytes(cache, slab, "End Poison", addr + obj_size - 1, POISON_END, 1)
-        return ok
-
-    def _check_bytes(
-        self, cache: KmemCache, slab: Slab, what: str, start: int, value: int, nbytes: int
-    ) -> bool:
-        """``check_bytes_and_report()``."""
-        if nbytes <= 0:
-            return True
-        data = self.ram.read(start - self._page_offset, nbytes)
-        expected = bytes([value]) * nbytes
-        if data == expected:
-            return True
-        first = next(i for i in range(nbytes) if data[i] != value)
-        end = nbytes
-        while end > first and data[end - 1] == value:
-            end -= 1
-        fault, last = start + first, start + end - 1
-        self._report(
-            cache,
-            f"{what} overwritten",
-            f"{fault:#x}-{last:#x} @offset={fault - slab.base}. First byte "
-            f"{data[first]:#x} instead of {value:#x}",
-            f"FIX {cache.name}: Restoring {what} {fault:#x}-{last:#x}={value:#x}",
-        )
-        self.ram.write(fault - self._page_offset, bytes([value]) * (end - first))
-        return False
-
-    def _report(self, cache: KmemCache, bug: str | None, *lines: str) -> None:
-        if bug is not None:
-            self.slab_errors += 1
-            self.log.append("=" * 77)
-            self.log.append(f"BUG {cache.name} (Not tainted): {bug}")
-            self.log.append("-" * 77)
-        self.log.extend(lines)
 
     # ------------------------------------------------------------------ timing
 
