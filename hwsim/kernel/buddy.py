@@ -488,10 +488,28 @@ class BuddyAllocator:
         """
         if isinstance(nr_pages, bool) or not isinstance(nr_pages, int) or nr_pages < 1:
             raise ValueError(f"nr_pages must be a positive int, got {nr_pages!r}")
+        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+            self._check_cpu(cpu)
+        mt, high, zonelist, _ = self._decode(gfp)
         self._op_cycles = 0
         self._op_locks.clear()
         pfns: list[int] = []
-        for _ in range(nr_pages):
+        allocated = self.allocated
+        # __alloc_pages_bulk: the first zone with nr_pages to spare above its low watermark
+        # serves the batch from this CPU's list, refilling the list as it empties.
+        for zone in zonelist:
+            if zone.free_pages - nr_pages <= zone.watermark[WMARK_LOW] + zone.lowmem_reserve[high]:
+                continue
+            while len(pfns) < nr_pages:
+                pfn = self._rmqueue_pcp(zone, mt, cpu)
+                if pfn < 0:
+                    break
+                allocated[pfn] = 0
+                pfns.append(pfn)
+            break
+        self.allocs += len(pfns)
+        # Whatever is still missing comes one page at a time, the normal way (and may fail).
+        while len(pfns) < nr_pages:
             try:
                 pfn = self._alloc(0, gfp | _GFP_NOWARN if pfns else gfp, cpu)
             except OutOfMemory:
@@ -499,7 +517,7 @@ class BuddyAllocator:
                     raise
                 self.failures -= 1  # a short bulk allocation is not a failure
                 break
-            self.allocated[pfn] = 0
+            allocated[pfn] = 0
             self.allocs += 1
             pfns.append(pfn)
         return pfns
