@@ -4,6 +4,7 @@ Fixtures:
 
 - ``machine``: a booted :class:`~hwsim.Machine`, configured with
   ``@pytest.mark.machine(ram="128MiB", cpus=4, ...)`` (any MachineConfig field);
+- ``kernel``: that machine's kernel API (``machine.kernel``, CPU 0's view);
 - ``hwsim_seed``: the seed of this test's run;
 - ``hwsim_tracer``: a :class:`~hwsim.Tracer` the ``machine`` fixture records into.
 
@@ -37,9 +38,10 @@ from .config import MachineConfig
 from .core.run import run_with_clock
 from .core.trace import Tracer
 from .errors import ConfigError
+from .kernel.kernel import Kernel
 from .machine import Machine, boot
 
-HWSIM_FIXTURES = frozenset({"machine", "hwsim_seed", "hwsim_tracer"})
+HWSIM_FIXTURES = frozenset({"machine", "kernel", "hwsim_seed", "hwsim_tracer"})
 
 
 def seed_for(nodeid: str) -> int:
@@ -143,4 +145,10 @@ async def machine(request: pytest.FixtureRequest) -> AsyncIterator[Machine]:
         yield m
 
 
-__all__ = ["hwsim_seed", "hwsim_tracer", "machine", "seed_for"]
+@pytest.fixture
+def kernel(machine: Machine) -> Kernel:
+    """The booted machine's kernel memory API (``machine.kernel``)."""
+    return machine.kernel
+
+
+__all__ = ["hwsim_seed", "hwsim_tracer", "kernel", "machine", "seed_for"]

@@ -157,3 +157,20 @@ def test_a_finished_machine_is_freed_without_waiting_for_the_garbage_collector()
     finally:
         if enabled:
             gc.enable()
+
+
+@pytest.mark.machine(ram="32MiB", cpus=1)
+async def test_the_kernel_fixture_is_the_machines_kernel(
+    kernel: hwsim.Kernel, machine: hwsim.Machine
+) -> None:
+    assert kernel is machine.kernel
+    addr = await kernel.kmalloc(64)
+    assert await kernel.ksize(addr) == 64
+
+
+async def test_a_test_asking_only_for_the_kernel_runs_on_a_booted_machine(
+    kernel: hwsim.Kernel,
+) -> None:
+    pfn = await kernel.alloc_pages(1)
+    assert pfn % 2 == 0
+    assert hwsim.current_cycle() > 0
