@@ -117,7 +117,8 @@ FETCH_FROM_NX = "protection: instruction fetch from NX page"
 
 
 class GeneralProtectionFault(SegmentationFault):
-    """A non-canonical x86_64 address: the CPU raises #GP, not #PF (no TLB lookup, no walk)."""
+    """#GP: a non-canonical x86_64 address (no TLB lookup, no walk), or a segmentation check
+    that failed (see :mod:`hwsim.devices.segmentation`)."""
 
 
 class PageFault(SegmentationFault):
