@@ -28,7 +28,9 @@ The behaviour follows pycachesim (RRZE-HPC), which the tests compare against, co
 
 Maintenance by address (:meth:`~CacheModel.writeback_range`, :meth:`~CacheModel.invalidate_range`,
 :meth:`~CacheModel.flush_all`) acts on this level and every level below, down to RAM, as DMA
-syncs need. There is no snooping: two L1s sharing an L2 are not coherent with each other.
+syncs need. A level does not snoop by itself: two L1s sharing an L2 are coherent only when
+a protocol keeps them so (:class:`~hwsim.devices.coherence.CoherentHierarchy`, through
+:attr:`CacheModel.snoop` and the single-level primitives at the end of the class).
 
 Data is real. Each resident line holds its bytes; loads return what stores wrote, through
 evictions and write-backs. The trace path (:meth:`CacheModel.access_lines`) moves no data, so
@@ -46,6 +48,7 @@ RAM channel) when the miss is handled, but the access does not wait for them.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import attrs
 import numpy as np
@@ -169,6 +172,10 @@ class CacheModel:
         self._data = bytearray(n * line)
         self._loads = self._stores = self._load_hits = self._load_misses = 0
         self._store_hits = self._store_misses = self._evictions = self._writebacks = 0
+        # Set by a coherence protocol: called as snoop(line number, is_store, cycle or None)
+        # before each line of a CPU access (load, store, timed_access_lines) is looked up, and
+        # returns the cycle the lookup may start. The trace path (access_lines) never calls it.
+        self.snoop: Callable[[int, bool, int | None], int | None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -239,8 +246,11 @@ class CacheModel:
         addrs, writes = self._check_trace(line_addrs, is_write)
         _check_int("a cycle", at)
         latencies = np.empty(len(addrs), dtype=np.int64)
-        shift, line, t = self._shift, self.line, at
+        shift, line, t, snoop = self._shift, self.line, at, self.snoop
         for i, (addr, write) in enumerate(zip(addrs.tolist(), writes.tolist(), strict=True)):
+            issue = t
+            if snoop is not None:
+                t = snoop(addr >> shift, write, t) or t  # a timed snoop returns a cycle
             if write:
                 self._stores += 1
                 done = self._line_store(addr >> shift << shift, line, None, t)
@@ -248,7 +258,7 @@ class CacheModel:
                 self._loads += 1
                 done = self._fetch(addr >> shift, False, t)[1]
             assert done is not None
-            latencies[i] = done - t
+            latencies[i] = done - issue
             t = done
         return latencies, t
 
@@ -457,11 +467,13 @@ class CacheModel:
     def _load(self, phys: int, size: int, at: int | None) -> tuple[bytes, int | None]:
         self._loads += 1
         out = bytearray()
-        shift, line, data, t = self._shift, self.line, self._data, at
+        shift, line, data, t, snoop = self._shift, self.line, self._data, at, self.snoop
         pos, end = phys, phys + size
         while pos < end:
             ln = pos >> shift
             stop = min(end, (ln + 1) << shift)
+            if snoop is not None:
+                t = snoop(ln, False, t)
             slot, t = self._fetch(ln, False, t)
             self._load_bytes(slot, ln)
             start = slot * line + (pos & (line - 1))
@@ -471,10 +483,12 @@ class CacheModel:
 
     def _store(self, phys: int, data: bytes, at: int | None) -> int | None:
         self._stores += 1
-        shift, t = self._shift, at
+        shift, t, snoop = self._shift, at, self.snoop
         pos, end = phys, phys + len(data)
         while pos < end:
             stop = min(end, ((pos >> shift) + 1) << shift)
+            if snoop is not None:
+                t = snoop(pos >> shift, True, t)
             t = self._line_store(pos, stop - pos, data[pos - phys : stop - phys], t)
             pos = stop
         return t
@@ -652,3 +666,51 @@ class CacheModel:
         self._store_misses += sm
         self._evictions += ev
         self._writebacks += nwb
+
+    # ------------------------------------------------------------------ for coherence
+    # Single-level primitives for a coherence protocol (hwsim.devices.coherence). Lines are
+    # numbered in this level's lines (byte address >> log2(line)); nothing here touches the
+    # levels below except the write-back of a dirty line.
+
+    def line_state(self, ln: int) -> int:
+        """0 if line ``ln`` is not resident in this level, 1 if clean, 2 if dirty."""
+        slot = self._tags[ln & self._mask].get(ln)
+        return 0 if slot is None else 1 + self._dirty[slot]
+
+    def snoop_line(self, ln: int, invalidate: bool, at: int | None) -> int:
+        """Another cache's request for line ``ln``, seen by this level only.
+
+        A dirty copy is written back to the level below first (the owner supplies the
+        data; the write-back is posted at ``at``). With ``invalidate`` the copy is then
+        dropped, else it stays, clean. Statistics count the write-back, not the snoop.
+        Returns the state the line had, as :meth:`line_state`.
+        """
+        s = ln & self._mask
+        slot = self._tags[s].get(ln)
+        if slot is None:
+            return 0
+        state = 1 + self._dirty[slot]
+        if state == 2:
+            self._writeback(ln, slot, at)
+        if invalidate:
+            del self._tags[s][ln]
+            self._free[s].append(slot)
+            self._line_of[slot] = -1
+            self._loaded[slot] = 0
+        return state
+
+    def resident_lines(self) -> npt.NDArray[np.int64]:
+        """The numbers of the lines this level holds, in slot order."""
+        lines = np.array(self._line_of, dtype=np.int64)
+        return lines[lines >= 0]
+
+    def dirty_lines(self, phys: int, size: int) -> list[int]:
+        """The dirty lines of this level touching ``[phys, phys + size)``, in address order."""
+        self.ram.check_range(phys, size)
+        dirty = self._dirty
+        return [ln for ln, slot in self._resident(phys, size) if dirty[slot]]
+
+    def patch(self, phys: int, data: bytes | bytearray | memoryview) -> None:
+        """Overwrite the bytes this level (only) holds of the range, without statistics,
+        timing or dirtying anything: :meth:`poke` for one level."""
+        self._patch(phys, self._check_data(phys, data))
