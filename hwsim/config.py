@@ -202,6 +202,8 @@ class MachineConfig:
         ram: physical memory in bytes (int or "64MiB"/"4GiB"), a multiple of 4 KiB.
         cpus: number of CPUs (1..256).
         arch: "x86_64" (default) or "i386".
+        pae: i386 only: PAE paging (3 levels, 8-byte entries, NX, physical memory up to
+            64 GiB) instead of classic 2-level paging (up to 4 GiB).
         seed: seeds the machine's own randomness (replacement policies, workloads).
         quantum: how many cycles a CPU may run ahead of global virtual time before it
             synchronises (SystemC TLM-2.0's quantum keeper). 0 (default): every operation
@@ -218,6 +220,7 @@ class MachineConfig:
     ram: int = attrs.field(default=64 << 20, converter=_ram_size)
     cpus: int = _int_field("cpus", 2, minimum=1, maximum=256)
     arch: str = _choice_field("arch", "x86_64", ARCHES)
+    pae: bool = _bool_field("pae", False)
     seed: int = _int_field("seed", 0)
     quantum: int = _int_field("quantum", 0)
     tlb: TlbConfig = _nested("tlb", TlbConfig)
@@ -233,6 +236,12 @@ class MachineConfig:
     def __attrs_post_init__(self) -> None:
         if self.ram % PAGE_SIZE:
             raise ConfigError("ram", f"must be a multiple of the 4 KiB page size, got {self.ram}")
+        if self.pae and self.arch != "i386":
+            raise ConfigError("pae", "PAE is an i386 paging mode; x86_64 always uses 4 levels")
+        if self.arch == "i386" and not self.pae and self.ram > 1 << 32:
+            raise ConfigError(
+                "ram", f"{format_size(self.ram)} needs PAE on i386 (2-level paging reaches 4 GiB)"
+            )
         if self.ram > MAX_RAM[self.arch]:
             raise ConfigError(
                 "ram",

@@ -108,7 +108,9 @@ class Machine:
         )
         # The kernel page table lives in simulated RAM; its pages come from the buddy
         # allocator (counted as PageTables), as the direct map is built at boot.
-        self.pagetable = KernelPageTable(self.buddy.model, self.ram.model, self.layout)
+        self.pagetable = KernelPageTable(
+            self.buddy.model, self.ram.model, self.layout, pae=config.pae
+        )
         self.vmalloc = VmallocService(
             VmallocAllocator(self.buddy.model, self.pagetable, self.layout, self.ram.model),
             tracer=tracer,
@@ -123,7 +125,10 @@ class Machine:
         self.slab = SlabService(
             slab, Kmalloc(slab, self.buddy.model, self.ram.model, self.layout), tracer=tracer
         )
-        self.proc_config = ProcConfig.for_arch(config.arch, cma=config.cma > 0)
+        self.proc_config = attrs.evolve(
+            ProcConfig.for_arch(config.arch, cma=config.cma > 0),
+            x86_pae=config.arch == "i386" and config.pae,
+        )
         # The renderers hold the models, not the machine: no reference cycle through it.
         sources = _ProcSources(
             self.proc_config,

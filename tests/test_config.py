@@ -33,7 +33,7 @@ def test_ram_sizes_parse_in_binary_units(text: object, expected: int) -> None:
         ({"ram": "64MiB+1"}, "ram", "cannot parse"),
         ({"ram": 64 * 1024 * 1024 + 1}, "ram", "multiple of the 4 KiB page size"),
         ({"ram": "1MiB"}, "ram", "at least 8MiB"),
-        ({"ram": "128GiB", "arch": "i386"}, "ram", "more than i386 can address"),
+        ({"ram": "128GiB", "arch": "i386", "pae": True}, "ram", "more than i386 can address"),
         ({"cpus": 0}, "cpus", ">= 1"),
         ({"cpus": -2}, "cpus", ">= 1"),
         ({"cpus": 2.0}, "cpus", "must be an int"),
@@ -42,6 +42,8 @@ def test_ram_sizes_parse_in_binary_units(text: object, expected: int) -> None:
         ({"latency": hwsim.LatencyConfig}, "latency", "must be a LatencyConfig"),
         ({"cma": "64MiB"}, "cma", "leaves no memory"),
         ({"dma_coherent": 1}, "dma_coherent", "True or False"),
+        ({"pae": True}, "pae", "i386 paging mode"),
+        ({"arch": "i386", "ram": "8GiB"}, "ram", "needs PAE"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_field(

@@ -174,3 +174,25 @@ async def test_a_test_asking_only_for_the_kernel_runs_on_a_booted_machine(
     pfn = await kernel.alloc_pages(1)
     assert pfn % 2 == 0
     assert hwsim.current_cycle() > 0
+
+
+@pytest.mark.parametrize(("pae", "levels", "large"), [(False, 2, "4M"), (True, 3, "2M")])
+def test_an_i386_machine_boots_with_2_level_or_pae_page_tables(
+    pae: bool, levels: int, large: str
+) -> None:
+    async def main() -> tuple[int, str]:
+        config = hwsim.MachineConfig(arch="i386", ram="1GiB" if not pae else "6GiB", pae=pae)
+        async with hwsim.boot(config) as m:
+            addr = await m.kernel.vmalloc(4096)
+            walk = m.pagetable.walk(addr)
+            assert walk.pfn == await m.kernel.vmalloc_to_pfn(addr)
+            meminfo = m.proc.read("meminfo")
+            return len(walk.steps), next(
+                line
+                for line in meminfo.splitlines()
+                if line.startswith("DirectMap") and "4k" not in line
+            )
+
+    steps, line = hwsim.run(main)
+    assert steps == levels
+    assert line.startswith(f"DirectMap{large}:")
