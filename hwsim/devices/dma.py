@@ -1,0 +1,666 @@
+"""The DMA controller: channels that move real bytes between memory and devices.
+
+A transfer is a list of descriptors (:class:`DmaDescriptor`), each one contiguous bus range:
+physically contiguous without an IOMMU (bus address == physical address, as on x86), or
+I/O-virtually contiguous with one (:class:`IommuModel` translates each 4 KiB page). A
+controller without scatter-gather takes exactly one descriptor per transfer; with it, a
+chain.
+
+Memory. The controller is given either a :class:`~hwsim.devices.coherence.CoherentHierarchy`
+(the normal case) or a bare :class:`~hwsim.devices.ram.RamModel` (no caches: coherent and
+non-coherent DMA are then the same). With a hierarchy, a non-coherent controller (hwsim's
+default, ``MachineConfig(dma_coherent=False)``) uses ``dma_read``/``dma_write``, which go to
+RAM behind the CPU caches; a coherent one uses the snooping ``*_coherent`` twins (x86).
+
+Timing. The engine moves ``bytes_per_cycle`` bytes a cycle, in bursts of :data:`DMA_BURST`
+bytes (a cache line), and each burst occupies the one memory channel it shares with the
+CPUs: bursts are booked in the RAM's channel calendar as one chain, paced at the engine's
+speed, so a CPU streaming through RAM delays the DMA and the DMA delays the CPU. A transfer
+completes at ``max(engine time, channel time with contention) + RAM latency`` after it
+starts; it starts when a channel is free (the earliest free channel, the lowest-numbered on
+ties). Several channels run concurrently and compete only for the memory channel.
+
+The model moves the bytes when a transfer is submitted (the atomic view) and returns a
+:class:`Transfer` that says when it completes; an actor around it waits until ``done`` and
+raises the completion interrupt.
+
+The naive-driver detector: given ``ownership`` (``owner_of(pfn) -> str | None``, provided by
+the kernel side), a descriptor naming the ``expected_owner`` of its buffer has every page it
+writes checked. Writing pages that belong to someone else is what a driver does when it hands
+a device a virtually contiguous (vmalloc) buffer as if it were physically contiguous: the
+write goes ahead (the corruption is real) and a :class:`CorruptionReport`, worded like
+KASAN's, is kept in :attr:`DmaControllerModel.reports`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+import numpy as np
+
+from ..errors import DmaFault, SegmentationFault
+from ..units import PAGE_SHIFT, PAGE_SIZE
+from .coherence import CoherentHierarchy
+from .ram import RamModel
+
+#: Bytes the engine moves per memory-channel access (one cache line).
+DMA_BURST = 64
+#: Bus addresses must be multiples of this (the engine moves 32-bit words); lengths are free.
+DMA_ALIGNMENT = 4
+#: Cycles an IOTLB miss costs (the IOMMU's page-table walk), by default.
+IOMMU_WALK_CYCLES = 100
+
+
+class DmaDirection(enum.Enum):
+    """Which way a descriptor moves data."""
+
+    MEM_TO_DEV = "mem-to-dev"
+    DEV_TO_MEM = "dev-to-mem"
+    MEM_TO_MEM = "mem-to-mem"
+
+
+MEM_TO_DEV = DmaDirection.MEM_TO_DEV
+DEV_TO_MEM = DmaDirection.DEV_TO_MEM
+MEM_TO_MEM = DmaDirection.MEM_TO_MEM
+
+
+@runtime_checkable
+class Peripheral(Protocol):
+    """A simulated device at the other end of a channel."""
+
+    def produce(self, n: int) -> bytes:
+        """The next ``n`` bytes the device sends (DEV_TO_MEM)."""
+        ...
+
+    def consume(self, data: bytes) -> None:
+        """Take the bytes the controller read from memory (MEM_TO_DEV)."""
+        ...
+
+
+@attrs.define(eq=False)  # a device is itself, not its contents: descriptors stay hashable
+class FifoPeripheral:
+    """A byte FIFO device: ``consume`` appends to ``received``, ``produce`` takes from
+    ``to_send`` (and pads with ``fill`` when it runs dry, as a device reading an idle line)."""
+
+    to_send: bytearray = attrs.field(factory=bytearray, converter=bytearray)
+    received: bytearray = attrs.field(factory=bytearray)
+    fill: int = 0
+
+    def produce(self, n: int) -> bytes:
+        out = bytes(self.to_send[:n])
+        del self.to_send[:n]
+        return out + bytes([self.fill]) * (n - len(out))
+
+    def consume(self, data: bytes) -> None:
+        self.received += data
+
+
+def _nonnegative_int(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"DmaDescriptor.{attribute.name} is an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"DmaDescriptor.{attribute.name} must be >= 0, got {value:#x}")
+    if attribute.name != "length" and value % DMA_ALIGNMENT:
+        raise ValueError(
+            f"misaligned DMA address {value:#x}: the engine moves {DMA_ALIGNMENT}-byte words, "
+            f"so bus addresses must be {DMA_ALIGNMENT}-byte aligned (kmalloc buffers are)"
+        )
+
+
+@attrs.frozen
+class DmaDescriptor:
+    """One contiguous bus range of a transfer.
+
+    Args:
+        bus_addr: the memory side: read for MEM_TO_DEV, written for DEV_TO_MEM and MEM_TO_MEM.
+            A multiple of :data:`DMA_ALIGNMENT`.
+        length: bytes to move, at least 1.
+        direction: a :class:`DmaDirection`.
+        peer: the :class:`Peripheral` for MEM_TO_DEV and DEV_TO_MEM; None for MEM_TO_MEM.
+        src_bus: the source bus address of a MEM_TO_MEM copy (aligned like ``bus_addr``).
+        expected_owner: who owns the buffer written (for the naive-driver detector).
+
+    Raises:
+        ValueError: zero length, a misaligned address, or a peer/source not matching the
+            direction. TypeError: a field of the wrong type.
+    """
+
+    bus_addr: int = attrs.field(validator=_nonnegative_int)
+    length: int = attrs.field(validator=_nonnegative_int)
+    direction: DmaDirection = attrs.field(validator=attrs.validators.instance_of(DmaDirection))
+    peer: Peripheral | None = None
+    src_bus: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_nonnegative_int)
+    )
+    expected_owner: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.length == 0:
+            raise ValueError("a DMA descriptor of length 0 moves nothing: drop it from the chain")
+        if self.direction is MEM_TO_MEM:
+            if self.src_bus is None or self.peer is not None:
+                raise ValueError("a MEM_TO_MEM descriptor needs src_bus and no peer")
+        elif self.src_bus is not None or not isinstance(self.peer, Peripheral):
+            raise ValueError(
+                f"a {self.direction.name} descriptor needs a peer with produce()/consume() "
+                "and no src_bus"
+            )
+
+
+@attrs.frozen
+class CorruptionReport:
+    """A DMA write to pages the buffer's owner does not own (KASAN's wild-memory-access).
+
+    Attributes:
+        transfer: the transfer's id; channel: the channel that did it.
+        bus_addr, size: the descriptor's range; expected_owner: who owns the buffer.
+        pfns: the pages written that belong to someone else, ascending.
+        owners: for each of ``pfns``, its owner (None: a free page).
+    """
+
+    transfer: int
+    channel: int
+    bus_addr: int
+    size: int
+    expected_owner: str
+    pfns: tuple[int, ...]
+    owners: tuple[str | None, ...]
+
+    def __str__(self) -> str:
+        pages = "\n".join(
+            f"page: pfn:{pfn:#x} owner:{owner or 'none (free page)'}"
+            for pfn, owner in zip(self.pfns, self.owners, strict=True)
+        )
+        return (
+            "==================================================================\n"
+            f"BUG: KASAN: wild-memory-access in dma channel {self.channel} "
+            f"(transfer {self.transfer})\n"
+            f"Write of size {self.size} at addr {self.bus_addr:#x} by DMA device\n"
+            f"The buffer belongs to {self.expected_owner}; the write also hit "
+            f"{len(self.pfns)} page(s) it does not own:\n{pages}\n"
+            "A device needs a physically contiguous buffer (kmalloc, dma_alloc_coherent) "
+            "or a scatterlist (dma_map_sg), never a vmalloc range.\n"
+            "=================================================================="
+        )
+
+
+@attrs.frozen
+class Transfer:
+    """What the controller did with one submission.
+
+    ``status`` is ``"ok"``, or ``"corruption"`` when the transfer wrote pages its buffer's
+    owner does not own (see :attr:`DmaControllerModel.reports`). Refused transfers raise and
+    leave no record.
+    """
+
+    id: int
+    channel: int
+    start: int
+    done: int
+    bytes: int
+    descriptors: tuple[DmaDescriptor, ...]
+    status: str = "ok"
+
+
+@attrs.frozen
+class DmaStatistics:
+    """What the controller has done so far; ``busy_cycles`` per channel."""
+
+    transfers: int
+    bytes: int
+    descriptors: int
+    faults: int
+    corruptions: int
+    busy_cycles: tuple[int, ...]
+
+
+@attrs.frozen
+class IommuStatistics:
+    """What the IOMMU has done so far."""
+
+    mapped_pages: int
+    translations: int
+    iotlb_hits: int
+    iotlb_misses: int
+    faults: int
+
+
+class IommuModel:
+    """An IOMMU: an IOVA page → pfn map for one device, with an LRU IOTLB in front.
+
+    Unmapping invalidates the IOTLB entries at once (Linux's strict mode, ``iommu.strict=1``).
+
+    Example:
+        >>> iommu = IommuModel()
+        >>> iommu.map(0x10000, 0x5000, 8192)
+        >>> hex(iommu.translate(0x11008, write=False)[0])
+        '0x6008'
+
+    Args:
+        iotlb_entries: IOTLB capacity in pages.
+        walk_cycles: what an IOTLB miss costs (the page-table walk).
+        device: the PCI name used in fault messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        iotlb_entries: int = 64,
+        walk_cycles: int = IOMMU_WALK_CYCLES,
+        device: str = "00:04.0",
+    ) -> None:
+        if iotlb_entries < 1:
+            raise ValueError(f"iotlb_entries must be >= 1, got {iotlb_entries}")
+        if walk_cycles < 0:
+            raise ValueError(f"walk_cycles must be >= 0, got {walk_cycles}")
+        self.iotlb_entries = iotlb_entries
+        self.walk_cycles = walk_cycles
+        self.device = device
+        self._ptes: dict[int, tuple[int, bool, bool]] = {}  # iova pfn -> (pfn, read, write)
+        self._iotlb: OrderedDict[int, tuple[int, bool, bool]] = OrderedDict()
+        self._translations = self._hits = self._misses = self._faults = 0
+
+    def map(
+        self, iova: int, phys: int, size: int, *, read: bool = True, write: bool = True
+    ) -> None:
+        """Map ``size`` bytes (rounded up to pages) of IOVA space at ``iova`` onto ``phys``.
+
+        Raises:
+            ValueError: unaligned addresses, a size < 1, or an IOVA page already mapped.
+        """
+        if iova % PAGE_SIZE or phys % PAGE_SIZE or iova < 0 or phys < 0:
+            raise ValueError(f"iommu_map: {iova:#x} -> {phys:#x} is not page aligned")
+        if size < 1:
+            raise ValueError(f"iommu_map: size must be >= 1, got {size}")
+        pages = range(iova >> PAGE_SHIFT, (iova + size + PAGE_SIZE - 1) >> PAGE_SHIFT)
+        busy = [p for p in pages if p in self._ptes]
+        if busy:
+            raise ValueError(f"iommu_map: IOVA {busy[0] << PAGE_SHIFT:#x} is already mapped")
+        base = phys >> PAGE_SHIFT
+        for i, page in enumerate(pages):
+            self._ptes[page] = (base + i, read, write)
+
+    def unmap(self, iova: int, size: int) -> None:
+        """Unmap the pages of ``[iova, iova + size)`` and drop them from the IOTLB.
+
+        Raises:
+            ValueError: a page of the range is not mapped (nothing is unmapped then).
+        """
+        pages = range(iova >> PAGE_SHIFT, (iova + max(size, 1) + PAGE_SIZE - 1) >> PAGE_SHIFT)
+        missing = [p for p in pages if p not in self._ptes]
+        if missing:
+            raise ValueError(f"iommu_unmap: IOVA {missing[0] << PAGE_SHIFT:#x} is not mapped")
+        for page in pages:
+            del self._ptes[page]
+            self._iotlb.pop(page, None)
+
+    def iova_to_phys(self, iova: int) -> int | None:
+        """The physical address ``iova`` maps to, or None (``iommu_iova_to_phys``); no
+        statistics, no IOTLB."""
+        pte = self._ptes.get(iova >> PAGE_SHIFT)
+        return None if pte is None else (pte[0] << PAGE_SHIFT) | (iova & (PAGE_SIZE - 1))
+
+    def translate(self, iova: int, *, write: bool) -> tuple[int, int]:
+        """Translate a device access: ``(phys, cycles)``, cycles being the walk on a miss.
+
+        Raises:
+            DmaFault: the page is not mapped, or not for this kind of access (in the words
+                of Intel's VT-d driver).
+        """
+        page = iova >> PAGE_SHIFT
+        self._translations += 1
+        pte = self._iotlb.get(page)
+        cycles = 0
+        if pte is not None:
+            self._hits += 1
+            self._iotlb.move_to_end(page)
+        else:
+            self._misses += 1
+            cycles = self.walk_cycles
+            pte = self._ptes.get(page)
+        if pte is None or not pte[2 if write else 1]:
+            self._faults += 1
+            kind, reason, what = ("Write", 0x05, "Write") if write else ("Read", 0x06, "Read")
+            raise DmaFault(
+                "DMAR: DRHD: handling fault status reg 2\n"
+                f"DMAR: [DMA {kind} NO_PASID] Request device [{self.device}] fault addr "
+                f"{iova & ~(PAGE_SIZE - 1):#x} [fault reason {reason:#04x}] PTE {what} access "
+                "is not set\n"
+                "The device used an I/O virtual address that was not mapped for it: map the "
+                "buffer with dma_map_single/dma_map_sg first and keep it mapped until the "
+                "transfer completes."
+            )
+        if page not in self._iotlb:
+            self._iotlb[page] = pte
+            if len(self._iotlb) > self.iotlb_entries:
+                self._iotlb.popitem(last=False)
+        return (pte[0] << PAGE_SHIFT) | (iova & (PAGE_SIZE - 1)), cycles
+
+    def statistics(self) -> IommuStatistics:
+        return IommuStatistics(
+            mapped_pages=len(self._ptes),
+            translations=self._translations,
+            iotlb_hits=self._hits,
+            iotlb_misses=self._misses,
+            faults=self._faults,
+        )
+
+
+# One physical piece of a descriptor: (phys, size).
+_Segment = tuple[int, int]
+
+
+@attrs.frozen
+class _Planned:
+    desc: DmaDescriptor
+    dst: tuple[_Segment, ...]  # memory written (DEV_TO_MEM, MEM_TO_MEM)
+    src: tuple[_Segment, ...]  # memory read (MEM_TO_DEV, MEM_TO_MEM)
+
+
+class DmaControllerModel:
+    """The DMA controller's functional and timing model (no trio here: an actor wraps it).
+
+    Example:
+        >>> ram = RamModel(size=1 << 20)
+        >>> dma = DmaControllerModel(ram, channels=2, scatter_gather=False, mask_bits=32,
+        ...                          bytes_per_cycle=8)
+        >>> ram.write(0x1000, b"hello!!!")
+        >>> t = dma.memcpy(0x2000, 0x1000, 8, at=0)
+        >>> ram.read(0x2000, 8), t.channel, t.done
+        (b'hello!!!', 0, 102)
+
+    Args:
+        memory: a CoherentHierarchy (DMA bypasses or snoops its caches) or a bare RamModel.
+        channels: independent engines.
+        scatter_gather: whether a transfer may be a chain of descriptors.
+        mask_bits: the device's DMA mask: bus addresses must lie below ``2**mask_bits``.
+        bytes_per_cycle: each engine's speed.
+        coherent: whether the bus snoops the CPU caches (x86) or not (hwsim's default).
+        iommu: translate bus addresses as IOVAs through this IOMMU, or None.
+        ownership: ``owner_of(pfn) -> str | None`` for the naive-driver detector, or None.
+    """
+
+    def __init__(
+        self,
+        memory: CoherentHierarchy | RamModel,
+        *,
+        channels: int = 4,
+        scatter_gather: bool = False,
+        mask_bits: int = 32,
+        bytes_per_cycle: int = 8,
+        coherent: bool = False,
+        iommu: IommuModel | None = None,
+        ownership: Callable[[int], str | None] | None = None,
+    ) -> None:
+        if isinstance(memory, CoherentHierarchy):
+            self.ram = memory.ram
+            if coherent:
+                self._read: Callable[[int, int], bytes] = memory.dma_read_coherent
+                self._write: Callable[[int, bytes], None] = memory.dma_write_coherent
+            else:
+                self._read, self._write = memory.dma_read, memory.dma_write
+        elif isinstance(memory, RamModel):
+            self.ram = memory
+            self._read, self._write = memory.read, memory.write
+        else:
+            raise TypeError(f"memory must be a CoherentHierarchy or a RamModel, got {memory!r}")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if not 1 <= mask_bits <= 64:
+            raise ValueError(f"mask_bits must be in 1..64, got {mask_bits}")
+        if bytes_per_cycle < 1:
+            raise ValueError(f"bytes_per_cycle must be >= 1, got {bytes_per_cycle}")
+        self.memory = memory
+        self.channels = channels
+        self.scatter_gather = scatter_gather
+        self.mask_bits = mask_bits
+        self.mask = (1 << mask_bits) - 1
+        self.bytes_per_cycle = bytes_per_cycle
+        self.coherent = coherent
+        self.iommu = iommu
+        self.ownership = ownership
+        self.reports: list[CorruptionReport] = []
+        self._busy_until = [0] * channels
+        self._busy_cycles = [0] * channels
+        self._next_id = 1
+        self._transfers = self._bytes = self._descriptors = self._faults = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<DmaControllerModel {self.channels} channels, {self.mask_bits}-bit mask, "
+            f"{'SG' if self.scatter_gather else 'no SG'}, "
+            f"{'coherent' if self.coherent else 'non-coherent'}"
+            f"{', IOMMU' if self.iommu else ''}>"
+        )
+
+    # ------------------------------------------------------------------ checks
+
+    def _fault(self, message: str) -> DmaFault:
+        self._faults += 1
+        return DmaFault(message)
+
+    def _segments(self, bus: int, size: int, *, write: bool) -> tuple[tuple[_Segment, ...], int]:
+        """The physical pieces of ``[bus, bus + size)`` and the IOMMU walk cycles."""
+        if bus + size - 1 > self.mask:
+            raise self._fault(
+                f"DMA: bus address range {bus:#x}-{bus + size - 1:#x} is beyond the device's "
+                f"{self.mask_bits}-bit DMA mask ({self.mask:#x}): the device cannot address "
+                "it. Use dma_map_single (swiotlb bounces the buffer below the mask) or "
+                "allocate the buffer with GFP_DMA32/GFP_DMA."
+            )
+        if self.iommu is None:
+            try:
+                self.ram.check_range(bus, size)
+            except SegmentationFault as exc:
+                raise self._fault(f"DMA to a bus address outside RAM: {exc}") from None
+            return ((bus, size),), 0
+        pieces: list[_Segment] = []
+        cycles = 0
+        pos = bus
+        end = bus + size
+        while pos < end:
+            chunk = min(end - pos, PAGE_SIZE - (pos & (PAGE_SIZE - 1)))
+            try:
+                phys, walk = self.iommu.translate(pos, write=write)
+            except DmaFault:
+                self._faults += 1
+                raise
+            cycles += walk
+            if pieces and pieces[-1][0] + pieces[-1][1] == phys:
+                pieces[-1] = (pieces[-1][0], pieces[-1][1] + chunk)
+            else:
+                pieces.append((phys, chunk))
+            pos += chunk
+        for phys, n in pieces:
+            try:
+                self.ram.check_range(phys, n)
+            except SegmentationFault as exc:
+                raise self._fault(f"IOMMU maps the device beyond RAM: {exc}") from None
+        return tuple(pieces), cycles
+
+    def _plan(self, chain: Sequence[DmaDescriptor] | DmaDescriptor) -> tuple[list[_Planned], int]:
+        descriptors = [chain] if isinstance(chain, DmaDescriptor) else list(chain)
+        if not descriptors:
+            raise ValueError("a DMA transfer needs at least one descriptor")
+        for d in descriptors:
+            if not isinstance(d, DmaDescriptor):
+                raise TypeError(f"expected a DmaDescriptor, got {d!r}")
+        if len(descriptors) > 1 and not self.scatter_gather:
+            raise ValueError(
+                f"controller has no scatter-gather: a transfer is one contiguous bus range, "
+                f"got {len(descriptors)} descriptors. Copy through a contiguous bounce buffer "
+                "or submit one transfer per range."
+            )
+        planned: list[_Planned] = []
+        walk = 0
+        for d in descriptors:
+            dst: tuple[_Segment, ...] = ()
+            src: tuple[_Segment, ...] = ()
+            if d.direction is MEM_TO_DEV:
+                src, w = self._segments(d.bus_addr, d.length, write=False)
+            else:
+                dst, w = self._segments(d.bus_addr, d.length, write=True)
+            walk += w
+            if d.direction is MEM_TO_MEM:
+                assert d.src_bus is not None
+                src, w = self._segments(d.src_bus, d.length, write=False)
+                walk += w
+            planned.append(_Planned(d, dst, src))
+        return planned, walk
+
+    # ------------------------------------------------------------------ data
+
+    def _move(self, p: _Planned) -> None:
+        d = p.desc
+        data = b"".join(self._read(phys, n) for phys, n in p.src)
+        if d.direction is MEM_TO_DEV:
+            assert d.peer is not None
+            d.peer.consume(data)
+            return
+        if d.direction is DEV_TO_MEM:
+            assert d.peer is not None
+            data = bytes(d.peer.produce(d.length))
+            if len(data) != d.length:
+                raise self._fault(
+                    f"DMA: the device produced {len(data)} bytes for a {d.length}-byte transfer"
+                )
+        pos = 0
+        for phys, n in p.dst:
+            self._write(phys, data[pos : pos + n])
+            pos += n
+
+    def _check_owner(self, p: _Planned, transfer: int, channel: int) -> CorruptionReport | None:
+        d = p.desc
+        if self.ownership is None or d.expected_owner is None or not p.dst:
+            return None
+        pfns: set[int] = set()
+        for phys, n in p.dst:
+            pfns.update(range(phys >> PAGE_SHIFT, ((phys + n - 1) >> PAGE_SHIFT) + 1))
+        wild = [(pfn, self.ownership(pfn)) for pfn in sorted(pfns)]
+        wild = [(pfn, owner) for pfn, owner in wild if owner != d.expected_owner]
+        if not wild:
+            return None
+        return CorruptionReport(
+            transfer=transfer,
+            channel=channel,
+            bus_addr=d.bus_addr,
+            size=d.length,
+            expected_owner=d.expected_owner,
+            pfns=tuple(pfn for pfn, _ in wild),
+            owners=tuple(owner for _, owner in wild),
+        )
+
+    # ------------------------------------------------------------------ timing
+
+    def _time(self, planned: list[_Planned], start: int) -> int:
+        """Book the transfer's bursts on the memory channel; return its completion cycle."""
+        size_parts = []
+        write_parts = []
+        for p in planned:
+            full, tail = divmod(p.desc.length, DMA_BURST)
+            sizes = np.full(full + (tail > 0), DMA_BURST, dtype=np.int64)
+            if tail:
+                sizes[-1] = tail
+            if p.desc.direction is MEM_TO_MEM:  # each burst of a copy: a read, then a write
+                size_parts.append(np.repeat(sizes, 2))
+                write_parts.append(np.tile(np.array([False, True]), len(sizes)))
+            else:
+                size_parts.append(sizes)
+                write_parts.append(np.full(len(sizes), p.desc.direction is DEV_TO_MEM))
+        size_arr = np.concatenate(size_parts)
+        w = np.concatenate(write_parts)
+        moved = sum(p.desc.length for p in planned)
+        ram = self.ram
+        transfers = -(-size_arr // ram.bytes_per_cycle)
+        engine = -(-moved // self.bytes_per_cycle)
+        channel = int(transfers.sum())
+        k = len(transfers)
+        # The chain is paced at the engine's speed: the idle cycles between bursts are
+        # spread evenly (integer cycles; the remainder is made up by the engine bound).
+        gap = max(0, (engine - channel) // k)
+        delays = ram.calendar.book(start, transfers, gap)
+        queued = int(delays.sum())
+        # RamModel keeps its counters as public fields; a DMA stream is booked here rather
+        # than through timed_burst, whose chain waits for each access's latency.
+        ram.busy_cycles += channel
+        ram.queued_cycles += queued
+        ram.writes += int(w.sum())
+        ram.reads += k - int(w.sum())
+        ram.bytes_written += int(size_arr[w].sum())
+        ram.bytes_read += int(size_arr[~w].sum())
+        chain_end = start + channel + (k - 1) * gap + queued
+        return max(chain_end, start + engine) + ram.latency
+
+    # ------------------------------------------------------------------ API
+
+    def submit(self, descriptors: Sequence[DmaDescriptor] | DmaDescriptor, at: int) -> Transfer:
+        """Run a transfer issued at cycle ``at`` on the earliest free channel.
+
+        Validates every descriptor and translates every address before moving a byte, so a
+        refused transfer changes no memory.
+
+        Raises:
+            ValueError: no descriptors, or several on a controller without scatter-gather.
+            DmaFault: a range beyond the DMA mask, outside RAM, or not mapped in the IOMMU.
+        """
+        planned, walk = self._plan(descriptors)
+        channel = min(range(self.channels), key=lambda c: (self._busy_until[c], c))
+        start = max(at, self._busy_until[channel])
+        ident = self._next_id
+        self._next_id += 1
+        reports = []
+        for p in planned:
+            report = self._check_owner(p, ident, channel)
+            self._move(p)
+            if report is not None:
+                reports.append(report)
+        done = self._time(planned, start + walk)
+        self.reports.extend(reports)
+        self._busy_until[channel] = done
+        self._busy_cycles[channel] += done - start
+        moved = sum(p.desc.length for p in planned)
+        self._transfers += 1
+        self._bytes += moved
+        self._descriptors += len(planned)
+        return Transfer(
+            id=ident,
+            channel=channel,
+            start=start,
+            done=done,
+            bytes=moved,
+            descriptors=tuple(p.desc for p in planned),
+            status="corruption" if reports else "ok",
+        )
+
+    def memcpy(
+        self,
+        dst_bus: int,
+        src_bus: int,
+        length: int,
+        at: int,
+        *,
+        expected_owner: str | None = None,
+    ) -> Transfer:
+        """Copy ``length`` bytes from ``src_bus`` to ``dst_bus`` (one MEM_TO_MEM descriptor)."""
+        desc = DmaDescriptor(
+            dst_bus, length, MEM_TO_MEM, src_bus=src_bus, expected_owner=expected_owner
+        )
+        return self.submit([desc], at)
+
+    def busy_until(self, channel: int) -> int:
+        """The cycle ``channel`` finishes its last transfer."""
+        return self._busy_until[channel]
+
+    def statistics(self) -> DmaStatistics:
+        return DmaStatistics(
+            transfers=self._transfers,
+            bytes=self._bytes,
+            descriptors=self._descriptors,
+            faults=self._faults,
+            corruptions=len(self.reports),
+            busy_cycles=tuple(self._busy_cycles),
+        )
