@@ -27,6 +27,7 @@ from .errors import DmaMappingError as DmaMappingError
 from .errors import DoubleFree as DoubleFree
 from .errors import HwsimError as HwsimError
 from .errors import InvalidFree as InvalidFree
+from .errors import IrqBusy as IrqBusy
 from .errors import OutOfMemory as OutOfMemory
 from .errors import SegmentationFault as SegmentationFault
 from .kernel.gfp import GFP_ATOMIC as GFP_ATOMIC

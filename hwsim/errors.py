@@ -61,6 +61,12 @@ class SegmentationFault(HwsimError):
         self.address = address
 
 
+class IrqBusy(HwsimError):
+    """``request_irq`` failed with -EBUSY: the line is taken and not shared by both."""
+
+    errno = -16  # -EBUSY
+
+
 class Deadlock(HwsimError):
     """Every task waits and nothing can wake them. The message names the wait-for cycle."""
 

@@ -28,7 +28,7 @@ from collections.abc import Hashable, Iterable
 
 import attrs
 
-from ..errors import HwsimError
+from ..errors import IrqBusy
 
 #: The interrupt-enable bit of EFLAGS, what local_irq_save's flags carry.
 X86_EFLAGS_IF = 0x200
@@ -36,12 +36,6 @@ X86_EFLAGS_IF = 0x200
 IRQF_SHARED = 0x80
 EBUSY = 16
 POLICIES = ("lowest", "round_robin")
-
-
-class IrqBusy(HwsimError):
-    """``request_irq`` failed with -EBUSY: the line is taken and not shared by both."""
-
-    errno = -EBUSY
 
 
 @attrs.frozen
