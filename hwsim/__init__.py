@@ -30,6 +30,10 @@ from .errors import InvalidFree as InvalidFree
 from .errors import IrqBusy as IrqBusy
 from .errors import OutOfMemory as OutOfMemory
 from .errors import SegmentationFault as SegmentationFault
+from .kernel.dma_api import DMA_BIDIRECTIONAL as DMA_BIDIRECTIONAL
+from .kernel.dma_api import DMA_FROM_DEVICE as DMA_FROM_DEVICE
+from .kernel.dma_api import DMA_NONE as DMA_NONE
+from .kernel.dma_api import DMA_TO_DEVICE as DMA_TO_DEVICE
 from .kernel.gfp import GFP_ATOMIC as GFP_ATOMIC
 from .kernel.gfp import GFP_DMA as GFP_DMA
 from .kernel.gfp import GFP_DMA32 as GFP_DMA32
