@@ -294,7 +294,8 @@ class BuddyAllocator:
         self.allocs += 1
         return pfn
 
-    def _check_order(self, order: object) -> int:
+    def check_order(self, order: object) -> int:
+        """Return ``order`` if it is an int in 0..MAX_PAGE_ORDER; raise TypeError/ValueError."""
         if isinstance(order, bool) or not isinstance(order, int):
             raise TypeError(f"order must be an int, got {order!r}")
         if not 0 <= order <= MAX_PAGE_ORDER:
@@ -311,7 +312,7 @@ class BuddyAllocator:
 
     def _alloc(self, order: int, gfp: int, cpu: int) -> int:
         if order.__class__ is not int or not 0 <= order <= MAX_PAGE_ORDER:
-            self._check_order(order)
+            self.check_order(order)
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
             self._check_cpu(cpu)
         mt, high, zonelist, flags = self._decode(gfp)
@@ -614,7 +615,7 @@ class BuddyAllocator:
         """Raise the error that describes a bad free_pages() call; change nothing."""
         if isinstance(pfn, bool) or not isinstance(pfn, int):
             raise TypeError(f"free_pages takes a pfn (int), got {pfn!r}")
-        order = self._check_order(order)
+        order = self.check_order(order)
         if not 0 <= pfn < self.nr_pages:
             raise InvalidFree(
                 f"free_pages: pfn {pfn:#x} is not a page of this machine "

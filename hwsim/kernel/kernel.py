@@ -110,7 +110,7 @@ class Kernel:
             OutOfMemory: "page allocation failure: order:N, mode:0x...".
             ValueError: order outside 0..10 or bad gfp flags.
         """
-        self.buddy_model._check_order(order)
+        self.buddy_model.check_order(order)
         G.check_gfp(gfp)
         return int(await self._call(self._buddy, AllocPages(order, gfp, self.cpu)))
 
