@@ -66,20 +66,38 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import attrs
 
 from ..devices.ram import RamModel
 from ..errors import DmaFault, DmaMappingError, DoubleFree, InvalidFree, OutOfMemory
-from ..units import PAGE_SHIFT, PAGE_SIZE, format_size
+from ..units import PAGE_SHIFT, PAGE_SIZE
 from . import gfp as G
 from .buddy import BuddyAllocator
+from .cma import CMA_ALIGNMENT as CMA_ALIGNMENT
+from .cma import CmaArea
+from .iova import IOMMU_READ as IOMMU_READ
+from .iova import IOMMU_WRITE as IOMMU_WRITE
+from .iova import IOVA_RANGE_CACHE_MAX_SIZE as IOVA_RANGE_CACHE_MAX_SIZE
+from .iova import MSI_WINDOW as MSI_WINDOW
+from .iova import IovaDomain
 from .layout import Layout
+from .scatterlist import ScatterList as ScatterList
+from .scatterlist import SgEntry as SgEntry
+from .scatterlist import _check_int
+from .scatterlist import sg_from_vmalloc as sg_from_vmalloc
+from .scatterlist import sg_init_table as sg_init_table
+from .scatterlist import sg_set_buf as sg_set_buf
+from .scatterlist import sg_set_page as sg_set_page
 from .slab_common import get_order
+from .swiotlb import IO_TLB_DEFAULT_SIZE as IO_TLB_DEFAULT_SIZE
+from .swiotlb import IO_TLB_SEGSIZE as IO_TLB_SEGSIZE
+from .swiotlb import IO_TLB_SHIFT as IO_TLB_SHIFT
+from .swiotlb import IO_TLB_SIZE as IO_TLB_SIZE
+from .swiotlb import SwiotlbPool
 from .vmalloc import VmallocAllocator
-from .zones import MAX_PAGE_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+from .zones import MAX_PAGE_ORDER
 
 # enum dma_data_direction (include/linux/dma-direction.h)
 DMA_BIDIRECTIONAL = 0
@@ -91,26 +109,13 @@ DIRECTION_NAMES = ("DMA_BIDIRECTIONAL", "DMA_TO_DEVICE", "DMA_FROM_DEVICE", "DMA
 #: ``DMA_MAPPING_ERROR``: ``~(dma_addr_t)0`` with a 64-bit dma_addr_t.
 DMA_MAPPING_ERROR = (1 << 64) - 1
 
-IO_TLB_SHIFT = 11
-IO_TLB_SIZE = 1 << IO_TLB_SHIFT  # one swiotlb slot: 2 KiB
-IO_TLB_SEGSIZE = 128  # slots a mapping may span at most
-IO_TLB_DEFAULT_SIZE = 64 << 20
-_SEGMENT_BYTES = IO_TLB_SIZE * IO_TLB_SEGSIZE  # 256 KiB
-_SEGMENT_ORDER = get_order(_SEGMENT_BYTES)
-
-CMA_ALIGNMENT = 8  # CONFIG_CMA_ALIGNMENT
 DEFAULT_MAX_SEGMENT_SIZE = 1 << 16  # dma_get_max_seg_size() without dma_parms
 DEFAULT_SEGMENT_BOUNDARY = (1 << 32) - 1  # dma_get_seg_boundary() without dma_parms
-IOMMU_READ, IOMMU_WRITE = 1, 2
-IOVA_RANGE_CACHE_MAX_SIZE = 6
-MSI_WINDOW = (0xFEE00000 >> PAGE_SHIFT, (0xFEEFFFFF >> PAGE_SHIFT) + 1)  # x86 IOAPIC/MSI
 
 _GFP_ZONES = G.__GFP_DMA | G.__GFP_DMA32 | G.__GFP_HIGHMEM
 _GFP_DMA = G.__GFP_DMA
 _GFP_DMA32 = G.__GFP_DMA32
 _GFP_DIRECT_RECLAIM = G.__GFP_DIRECT_RECLAIM
-_GFP_MOVABLE = G.__GFP_MOVABLE
-_GFP_NOWARN = G.__GFP_NOWARN
 _FREED_REMEMBERED = 4096  # unmapped handles kept to tell a double unmap
 
 
@@ -180,107 +185,6 @@ class DmaDevice:
     def coherent_limit(self) -> int:
         """The highest bus address of coherent memory: ``dev->coherent_dma_mask``."""
         return DMA_BIT_MASK(self.coherent_mask)
-
-
-# ---------------------------------------------------------------------- scatterlists
-
-
-@attrs.define
-class SgEntry:
-    """One ``struct scatterlist``: a page, an offset into it and a length; ``dma_address`` and
-    ``dma_length`` are filled in by :meth:`DmaApi.dma_map_sg` for the first nents entries."""
-
-    pfn: int = -1
-    offset: int = 0
-    length: int = 0
-    dma_address: int = 0
-    dma_length: int = 0
-
-
-class ScatterList:
-    """A scatterlist (``struct sg_table``): entries, and ``nents`` once mapped.
-
-    Example:
-        >>> sgl = ScatterList.from_pages([(0x1234, 0, 4096), (0x1235, 0, 100)])
-        >>> len(sgl), sgl[1].length
-        (2, 100)
-    """
-
-    def __init__(self, entries: Iterable[SgEntry]) -> None:
-        self.entries = list(entries)
-        for entry in self.entries:
-            if not isinstance(entry, SgEntry):
-                raise TypeError(f"a scatterlist holds SgEntry objects, got {entry!r}")
-        self.nents = 0  # DMA segments after dma_map_sg (sgt->nents)
-
-    @classmethod
-    def from_pages(cls, pages: Iterable[tuple[int, int, int]]) -> ScatterList:
-        """One entry per ``(pfn, offset, length)``."""
-        sgl = sg_init_table(0)
-        for pfn, offset, length in pages:
-            entry = SgEntry()
-            sg_set_page(entry, pfn, length, offset)
-            sgl.entries.append(entry)
-        return sgl
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __iter__(self) -> Iterator[SgEntry]:
-        return iter(self.entries)
-
-    def __getitem__(self, index: int) -> SgEntry:
-        return self.entries[index]
-
-    def __repr__(self) -> str:
-        return f"<ScatterList {len(self.entries)} entries, nents={self.nents}>"
-
-
-def _check_int(what: str, value: object, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} is an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value}")
-    return value
-
-
-def sg_init_table(nents: int) -> ScatterList:
-    """``sg_init_table()``: ``nents`` empty entries, to be set with :func:`sg_set_page`."""
-    _check_int("nents", nents)
-    return ScatterList(SgEntry() for _ in range(nents))
-
-
-def sg_set_page(sg: SgEntry, pfn: int, length: int, offset: int = 0) -> None:
-    """``sg_set_page()``: point an entry at ``length`` bytes from ``offset`` into page ``pfn``."""
-    if not isinstance(sg, SgEntry):
-        raise TypeError(f"sg_set_page takes an SgEntry, got {sg!r}")
-    _check_int("pfn", pfn)
-    _check_int("length", length, 1)
-    _check_int("offset", offset)
-    sg.pfn, sg.offset, sg.length = pfn, offset, length
-
-
-def sg_set_buf(layout: Layout, sg: SgEntry, buf: int, buflen: int) -> None:
-    """``sg_set_buf()``: a direct-map buffer (kmalloc memory); vmalloc addresses are refused,
-    as CONFIG_DEBUG_SG's ``BUG_ON(!virt_addr_valid(buf))`` does."""
-    phys = layout.virt_to_phys(buf)  # ValueError for vmalloc, with the advice
-    sg_set_page(sg, phys >> PAGE_SHIFT, buflen, phys & (PAGE_SIZE - 1))
-
-
-def sg_from_vmalloc(vmalloc: VmallocAllocator, addr: int, size: int) -> ScatterList:
-    """What a driver does to DMA into vmalloc memory: one entry per page, found with
-    ``vmalloc_to_page`` (the page table walk), the first at the offset of ``addr``."""
-    _check_int("size", size, 1)
-    entries = []
-    pos = addr
-    end = addr + size
-    while pos < end:
-        chunk = min(end - pos, PAGE_SIZE - (pos & (PAGE_SIZE - 1)))
-        entry = SgEntry()
-        sg_set_page(entry, vmalloc.vmalloc_to_pfn(pos), chunk, pos & (PAGE_SIZE - 1))
-        entries.append(entry)
-        pos += chunk
-    return ScatterList(entries)
 
 
 # ---------------------------------------------------------------------- records
@@ -365,37 +269,6 @@ class DmaStatistics:
     cma_free_pages: int
 
 
-class _IovaDomain:
-    """One device's I/O virtual address space (``struct iova_domain``) and page table."""
-
-    def __init__(self) -> None:
-        self.ranges: list[tuple[int, int]] = [MSI_WINDOW]  # sorted [start, end) pfns in use
-        self.ptes: dict[int, tuple[int, int]] = {}  # iova pfn -> (pfn, IOMMU_READ|WRITE)
-
-    def alloc(self, npages: int, limit_pfn: int) -> int:
-        """``alloc_iova``: the highest size-aligned free range ending at or below
-        ``limit_pfn``; -1 if none."""
-        size = npages
-        if size < 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1):
-            size = 1 << (size - 1).bit_length()
-        align = 1 << (size - 1).bit_length()
-        hi = limit_pfn + 1
-        for start, end in reversed([(0, 0), *self.ranges]):
-            if end >= hi:
-                hi = min(hi, start)
-                continue
-            candidate = (hi - size) & ~(align - 1)
-            if candidate >= max(end, 1):
-                bisect.insort(self.ranges, (candidate, candidate + size))
-                return candidate
-            hi = start
-        return -1
-
-    def free(self, start: int) -> None:
-        i = bisect.bisect_left(self.ranges, (start, 0))
-        del self.ranges[i]
-
-
 def _direction_name(direction: int) -> str:
     return DIRECTION_NAMES[direction]
 
@@ -461,74 +334,28 @@ class DmaApi:
         self._freed: OrderedDict[tuple[DmaDevice, int], str] = OrderedDict()
         self._uncached_starts: list[int] = []
         self._uncached_ends: dict[int, int] = {}
-        self._domains: dict[DmaDevice, _IovaDomain] = {}
+        self._domains: dict[DmaDevice, IovaDomain] = {}
         self.maps = self.unmaps = self.bounces = self.bounce_bytes = self.syncs = 0
         self.iommu_maps = self.rejected_vmalloc = self.map_failures = 0
         self.coherent_allocs = self.coherent_frees = self.cma_allocs = 0
         self.lines_written_back = self.lines_invalidated = 0
-        self.cma_base_pfn = 0
-        self._cma_bitmap = bytearray()
-        if cma:
-            self._reserve_cma(cma)
-        self._tlb_segments: list[int] = []  # physical base of each 256 KiB segment
-        self._reserve_swiotlb(swiotlb_size // _SEGMENT_BYTES)
-        self._tlb_used = bytearray(len(self._tlb_segments) * IO_TLB_SEGSIZE)
-        self._tlb_index = 0
+        self._cma = CmaArea(buddy, cma, self.log)
+        self._swiotlb = SwiotlbPool(buddy, swiotlb_size, self.log)
 
-    # ------------------------------------------------------------------ boot
+    @property
+    def cma_base_pfn(self) -> int:
+        """The first page of the CMA area (0 without one)."""
+        return self._cma.base_pfn
 
-    def _reserve_cma(self, size: int) -> None:
-        """``dma_contiguous_reserve``: a run of whole pageblocks, below 4 GiB."""
-        nr_blocks = -(-size // (PAGEBLOCK_NR_PAGES << PAGE_SHIFT))
-        gfp = G.GFP_KERNEL | _GFP_DMA32 | _GFP_MOVABLE | _GFP_NOWARN
-        taken: set[int] = set()
-        base = -1
-        while base < 0:
-            try:
-                pfn = self.buddy.alloc_pages(PAGEBLOCK_ORDER, gfp)
-            except OutOfMemory:
-                break
-            taken.add(pfn)
-            lo = pfn
-            while lo - PAGEBLOCK_NR_PAGES in taken:
-                lo -= PAGEBLOCK_NR_PAGES
-            hi = pfn + PAGEBLOCK_NR_PAGES
-            while hi in taken:
-                hi += PAGEBLOCK_NR_PAGES
-            if hi - lo >= nr_blocks * PAGEBLOCK_NR_PAGES:
-                base = lo
-        keep = set() if base < 0 else {base + i * PAGEBLOCK_NR_PAGES for i in range(nr_blocks)}
-        for pfn in sorted(taken - keep):
-            self.buddy.free_pages(pfn, PAGEBLOCK_ORDER)
-        mib = (nr_blocks * PAGEBLOCK_NR_PAGES) >> (20 - PAGE_SHIFT)
-        if base < 0:
-            self.log.append(f"cma: Failed to reserve {mib} MiB")
-            return
-        self.cma_base_pfn = base
-        self._cma_bitmap = bytearray(nr_blocks * PAGEBLOCK_NR_PAGES)
-        self.log.append(f"cma: Reserved {mib} MiB at {base << PAGE_SHIFT:#018x}")
+    @property
+    def cma_pages(self) -> int:
+        """meminfo's CmaTotal, in pages."""
+        return self._cma.pages
 
-    def _reserve_swiotlb(self, nr_segments: int) -> None:
-        """``swiotlb_init``: the bounce pool, in segments from ZONE_DMA first, then below
-        4 GiB (see the module docstring for why not in one piece)."""
-        gfp = G.GFP_KERNEL | _GFP_NOWARN
-        zone = _GFP_DMA
-        while len(self._tlb_segments) < nr_segments:
-            try:
-                pfn = self.buddy.alloc_pages(_SEGMENT_ORDER, gfp | zone)
-            except OutOfMemory:
-                if zone == _GFP_DMA:
-                    zone = _GFP_DMA32
-                    continue
-                break
-            self._tlb_segments.append(pfn << PAGE_SHIFT)
-        self._tlb_segments.sort()
-        if self._tlb_segments:
-            lo, hi = self._tlb_segments[0], self._tlb_segments[-1] + _SEGMENT_BYTES - 1
-            got = len(self._tlb_segments) * _SEGMENT_BYTES
-            self.log.append(f"software IO TLB: mapped [mem {lo:#018x}-{hi:#018x}] ({got >> 20}MB)")
-        elif nr_segments:
-            self.log.append("software IO TLB: Cannot allocate buffer")
+    @property
+    def cma_free_pages(self) -> int:
+        """meminfo's CmaFree, in pages."""
+        return self._cma.free_pages
 
     # ------------------------------------------------------------------ checks
 
@@ -603,74 +430,13 @@ class DmaApi:
         if p.slot >= 0 and direction in (DMA_FROM_DEVICE, DMA_BIDIRECTIONAL):
             self._bounce(p.phys + off, p.bus_phys + off, size)
 
-    # ------------------------------------------------------------------ swiotlb
-
-    def _slot_phys(self, slot: int) -> int:
-        return self._tlb_segments[slot // IO_TLB_SEGSIZE] + (slot % IO_TLB_SEGSIZE) * IO_TLB_SIZE
-
-    def _swiotlb_find(self, dev: DmaDevice, size: int) -> tuple[int, int]:
-        """``swiotlb_find_slots``: (first slot, slots) of a free run below the mask, or
-        (-1, slots)."""
-        nslots = -(-size // IO_TLB_SIZE)
-        total = len(self._tlb_used)
-        if not total or nslots > IO_TLB_SEGSIZE:
-            return -1, nslots
-        stride = PAGE_SIZE // IO_TLB_SIZE if size >= PAGE_SIZE else 1
-        start = -(-self._tlb_index // stride) * stride % total
-        used = self._tlb_used
-        for k in range(0, total, stride):
-            i = (start + k) % total
-            if i % IO_TLB_SEGSIZE + nslots > IO_TLB_SEGSIZE:
-                continue
-            if used.find(1, i, i + nslots) >= 0:
-                continue
-            if self._slot_phys(i) + size - 1 > dev.limit:
-                continue
-            return i, nslots
-        return -1, nslots
-
-    def _take_slots(self, slot: int, nslots: int) -> None:
-        self._tlb_used[slot : slot + nslots] = b"\x01" * nslots
-        self._tlb_index = (slot + nslots) % len(self._tlb_used)
-
-    def _release_slots(self, slot: int, nslots: int) -> None:
-        self._tlb_used[slot : slot + nslots] = bytes(nslots)
-
-    def _swiotlb_full(self, dev: DmaDevice, size: int, nslots: int) -> str:
-        if not self._tlb_used:
-            return (
-                f"{dev.name}: DMA addr overflow (mask {dev.limit:#x}) and no swiotlb to bounce "
-                f"through: the buffer must be below the device's {dev.dma_mask}-bit mask "
-                "(GFP_DMA for 24-bit devices)"
-            )
-        if nslots > IO_TLB_SEGSIZE:
-            why = f"more than {format_size(_SEGMENT_BYTES)}, swiotlb_max_mapping_size()"
-        else:
-            why = "no free run of slots below the device's mask"
-        used = sum(self._tlb_used)
-        return (
-            f"{dev.name}: swiotlb buffer is full (sz: {size} bytes), total "
-            f"{len(self._tlb_used)} (slots), used {used} (slots): {why}"
-        )
-
     # ------------------------------------------------------------------ iommu
 
-    def _domain(self, dev: DmaDevice) -> _IovaDomain:
+    def _domain(self, dev: DmaDevice) -> IovaDomain:
         domain = self._domains.get(dev)
         if domain is None:
-            domain = self._domains[dev] = _IovaDomain()
+            domain = self._domains[dev] = IovaDomain()
         return domain
-
-    def _iova_alloc(self, dev: DmaDevice, npages: int, limit: int) -> int:
-        """``iommu_dma_alloc_iova``: below 4 GiB first (a single-address-cycle address for
-        PCI), then anywhere below the mask; -1 if none."""
-        domain = self._domain(dev)
-        iova = -1
-        if limit > DMA_BIT_MASK(32):
-            iova = domain.alloc(npages, DMA_BIT_MASK(32) >> PAGE_SHIFT)
-        if iova < 0:
-            iova = domain.alloc(npages, limit >> PAGE_SHIFT)
-        return iova
 
     def _iommu_map(self, dev: DmaDevice, iova_pfn: int, pfns: list[int], direction: int) -> None:
         prot = {
@@ -678,16 +444,8 @@ class DmaApi:
             DMA_TO_DEVICE: IOMMU_READ,
             DMA_FROM_DEVICE: IOMMU_WRITE,
         }[direction]
-        ptes = self._domain(dev).ptes
-        for i, pfn in enumerate(pfns):
-            ptes[iova_pfn + i] = (pfn, prot)
+        self._domain(dev).map(iova_pfn, pfns, prot)
         self.iommu_maps += 1
-
-    def _iommu_unmap(self, dev: DmaDevice, iova: tuple[int, int], npages: int) -> None:
-        domain = self._domain(dev)
-        for i in range(npages):
-            domain.ptes.pop(iova[0] + i, None)
-        domain.free(iova[0])
 
     def iommu_translate(self, dev: DmaDevice, iova: int, *, write: bool = False) -> int:
         """What the IOMMU does with a device's access: the physical address of ``iova``.
@@ -701,23 +459,7 @@ class DmaApi:
         _check_int("iova", iova)
         if not dev.iommu:
             raise ValueError(f"{dev.name} has no IOMMU: its bus addresses are physical")
-        pte = self._domain(dev).ptes.get(iova >> PAGE_SHIFT)
-        need = IOMMU_WRITE if write else IOMMU_READ
-        if pte is None or not pte[1] & need:
-            kind, reason = ("Write", 5) if write else ("Read", 6)
-            text = f"PTE {kind} access is not set"
-            why = (
-                "no mapping covers it: the device used an address it was not given, or one "
-                "already unmapped"
-                if pte is None
-                else f"the page is mapped for the other direction only ({kind.lower()} not "
-                "allowed): map the buffer with the direction the device really uses"
-            )
-            raise DmaFault(
-                f"DMAR: [DMA {kind} NO_PASID] Request device [{dev.name}] fault addr "
-                f"{iova:#x} [fault reason {reason:#04x}] {text}: {why}"
-            )
-        return (pte[0] << PAGE_SHIFT) | (iova & (PAGE_SIZE - 1))
+        return self._domain(dev).translate(dev.name, iova, write)
 
     def dma_to_phys(self, dev: DmaDevice, dma_addr: int, *, write: bool = False) -> int:
         """Where a device's access to ``dma_addr`` lands: through the IOMMU if it has one,
@@ -751,10 +493,10 @@ class DmaApi:
         npages = -(-size // PAGE_SIZE)
         limit = DMA_BIT_MASK(64) if dev.iommu else dev.coherent_limit
         pfn, from_cma = -1, False
-        if self._cma_bitmap and gfp & _GFP_DIRECT_RECLAIM and size > PAGE_SIZE:
-            pfn = self._cma_alloc(npages, min(order, CMA_ALIGNMENT))
+        if self._cma.pages and gfp & _GFP_DIRECT_RECLAIM and size > PAGE_SIZE:
+            pfn = self._cma.alloc(npages, min(order, CMA_ALIGNMENT))
             if pfn >= 0 and ((pfn + npages) << PAGE_SHIFT) - 1 > limit:
-                self._cma_release(pfn, npages)
+                self._cma.release(pfn, npages)
                 pfn = -1
             from_cma = pfn >= 0
         if pfn < 0:
@@ -771,7 +513,7 @@ class DmaApi:
             self._uncached_ends[phys] = phys + nbytes
         handle, iova = phys, None
         if dev.iommu:
-            iova_pfn = self._iova_alloc(dev, npages, dev.coherent_limit)
+            iova_pfn = self._domain(dev).alloc_iova(npages, dev.coherent_limit)
             if iova_pfn < 0:  # pragma: no cover - 4 GiB of IOVA space per device
                 self._undo_coherent(phys, npages, order, from_cma)
                 raise OutOfMemory(f"{dev.name}: dma_alloc_coherent: no IOVA space left")
@@ -832,7 +574,7 @@ class DmaApi:
     def _undo_coherent(self, phys: int, npages: int, order: int, from_cma: bool) -> None:
         pfn = phys >> PAGE_SHIFT
         if from_cma:
-            self._cma_release(pfn, npages)
+            self._cma.release(pfn, npages)
         else:
             self.buddy.free_pages(pfn, order)
         if phys in self._uncached_ends:
@@ -860,7 +602,7 @@ class DmaApi:
             )
         piece = mapping.pieces[0]
         if mapping.iova is not None:
-            self._iommu_unmap(dev, mapping.iova, mapping.iova[1])
+            self._domain(dev).unmap(*mapping.iova)
         self._undo_coherent(piece.phys, piece.size >> PAGE_SHIFT, mapping.order, mapping.cma)
         self._forget(mapping)
         self.coherent_frees += 1
@@ -870,36 +612,6 @@ class DmaApi:
         platform (x86 PCD/PWT, ARM's memory attributes), which CPU accesses must bypass."""
         i = bisect.bisect_right(self._uncached_starts, phys) - 1
         return i >= 0 and phys < self._uncached_ends[self._uncached_starts[i]]
-
-    # ------------------------------------------------------------------ CMA
-
-    def _cma_alloc(self, count: int, align: int) -> int:
-        """``cma_alloc``: first fit in the bitmap, ``2**align``-page aligned; -1 if none."""
-        bitmap = self._cma_bitmap
-        step = 1 << align
-        first = i = -self.cma_base_pfn % step
-        while i + count <= len(bitmap):
-            busy = bitmap.find(1, i, i + count)
-            if busy < 0:
-                bitmap[i : i + count] = b"\x01" * count
-                return self.cma_base_pfn + i
-            i = first + -(-(busy + 1 - first) // step) * step
-        self.log.append(f"cma: cma_alloc: alloc failed, req-size: {count} pages, ret: -12")
-        return -1
-
-    def _cma_release(self, pfn: int, count: int) -> None:
-        i = pfn - self.cma_base_pfn
-        self._cma_bitmap[i : i + count] = bytes(count)
-
-    @property
-    def cma_pages(self) -> int:
-        """meminfo's CmaTotal, in pages."""
-        return len(self._cma_bitmap)
-
-    @property
-    def cma_free_pages(self) -> int:
-        """meminfo's CmaFree, in pages."""
-        return len(self._cma_bitmap) - sum(self._cma_bitmap)
 
     # ------------------------------------------------------------------ streaming: single
 
@@ -952,7 +664,7 @@ class DmaApi:
         iova: tuple[int, int] | None = None
         if dev.iommu:
             npages = sum(-(-((p & (PAGE_SIZE - 1)) + n) // PAGE_SIZE) for p, n in ranges)
-            iova_pfn = self._iova_alloc(dev, npages, dev.limit)
+            iova_pfn = self._domain(dev).alloc_iova(npages, dev.limit)
             if iova_pfn < 0:
                 self.map_failures += 1
                 self.log.append(f"{dev.name}: iommu: no IOVA space for {npages} pages")
@@ -988,16 +700,18 @@ class DmaApi:
                 if phys + n - 1 <= dev.limit:
                     pieces.append(_Piece(phys, n, phys))
                     continue
-                slot, nslots = self._swiotlb_find(dev, n)
+                slot, nslots = self._swiotlb.find(n, dev.limit)
                 if slot < 0:
                     for p in pieces:
                         if p.slot >= 0:
-                            self._release_slots(p.slot, p.nslots)
+                            self._swiotlb.release(p.slot, p.nslots)
                     self.map_failures += 1
-                    self.log.append(self._swiotlb_full(dev, n, nslots))
+                    self.log.append(
+                        self._swiotlb.full_message(dev.name, dev.limit, dev.dma_mask, n, nslots)
+                    )
                     return None
-                self._take_slots(slot, nslots)
-                pieces.append(_Piece(phys, n, self._slot_phys(slot), slot, nslots))
+                self._swiotlb.take(slot, nslots)
+                pieces.append(_Piece(phys, n, self._swiotlb.slot_phys(slot), slot, nslots))
             for p in pieces:
                 last = segments[-1] if segments else None
                 if (
@@ -1011,10 +725,10 @@ class DmaApi:
                     segments.append((p.bus_phys, p.size))
         if len(segments) > 1 and not dev.scatter_gather:
             if iova is not None:
-                self._iommu_unmap(dev, iova, iova[1])
+                self._domain(dev).unmap(iova[0], iova[1])
             for p in pieces:
                 if p.slot >= 0:
-                    self._release_slots(p.slot, p.nslots)
+                    self._swiotlb.release(p.slot, p.nslots)
             self.map_failures += 1
             self.log.append(
                 f"{dev.name}: the device cannot do scatter-gather and the list maps to "
@@ -1100,9 +814,9 @@ class DmaApi:
         for p in mapping.pieces:
             self._piece_for_cpu(p, 0, p.size, mapping.direction)
             if p.slot >= 0:
-                self._release_slots(p.slot, p.nslots)
+                self._swiotlb.release(p.slot, p.nslots)
         if mapping.iova is not None:
-            self._iommu_unmap(mapping.dev, mapping.iova, mapping.iova[1])
+            self._domain(mapping.dev).unmap(*mapping.iova)
         self._forget(mapping)
         self.unmaps += 1
 
@@ -1323,8 +1037,8 @@ class DmaApi:
             lines_written_back=self.lines_written_back,
             lines_invalidated=self.lines_invalidated,
             live_mappings=sum(len(e) for e in self._live.values()),
-            swiotlb_slots=len(self._tlb_used),
-            swiotlb_used=sum(self._tlb_used),
+            swiotlb_slots=self._swiotlb.nslots,
+            swiotlb_used=self._swiotlb.nused,
             cma_pages=self.cma_pages,
             cma_free_pages=self.cma_free_pages,
         )
