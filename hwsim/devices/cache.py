@@ -55,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import CacheConfig
+from ..validate import check_int as _check_int
 from .ram import RamModel
 
 
@@ -75,13 +76,6 @@ class CacheStatistics:
     store_misses: int
     evictions: int
     writebacks: int
-
-
-def _check_int(what: str, value: object, minimum: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} is an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value}")
 
 
 class CacheModel:

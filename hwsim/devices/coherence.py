@@ -62,6 +62,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from ..validate import check_int as _check_int
 from .cache import CacheModel
 from .ram import RamModel
 
@@ -81,13 +82,6 @@ class CoherenceStatistics:
     snoops: int
     invalidations: int
     cache_to_cache: int
-
-
-def _check_int(what: str, value: object, minimum: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} is an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value}")
 
 
 class CoherentHierarchy:

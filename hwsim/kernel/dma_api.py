@@ -73,6 +73,7 @@ import attrs
 from ..devices.ram import RamModel
 from ..errors import DmaFault, DmaMappingError, DoubleFree, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT, PAGE_SIZE
+from ..validate import check_int as _check_int
 from . import gfp as G
 from .buddy import BuddyAllocator
 from .cma import CMA_ALIGNMENT as CMA_ALIGNMENT
@@ -85,7 +86,6 @@ from .iova import IovaDomain
 from .layout import Layout
 from .scatterlist import ScatterList as ScatterList
 from .scatterlist import SgEntry as SgEntry
-from .scatterlist import _check_int
 from .scatterlist import sg_from_vmalloc as sg_from_vmalloc
 from .scatterlist import sg_init_table as sg_init_table
 from .scatterlist import sg_set_buf as sg_set_buf

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 import attrs
 
 from ..units import PAGE_SHIFT, PAGE_SIZE
+from ..validate import check_int as _check_int
 from .layout import Layout
 from .vmalloc import VmallocAllocator
 
@@ -63,14 +64,6 @@ class ScatterList:
 
     def __repr__(self) -> str:
         return f"<ScatterList {len(self.entries)} entries, nents={self.nents}>"
-
-
-def _check_int(what: str, value: object, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} is an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value}")
-    return value
 
 
 def sg_init_table(nents: int) -> ScatterList:

@@ -1,0 +1,17 @@
+"""Argument checks shared by the models: misuse fails with a clear TypeError/ValueError."""
+
+from __future__ import annotations
+
+
+def check_int(what: str, value: object, minimum: int = 0) -> int:
+    """Return ``value`` if it is an int (not a bool) and at least ``minimum``.
+
+    Raises:
+        TypeError: not an int.
+        ValueError: below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} is an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}")
+    return value
