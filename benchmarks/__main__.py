@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from .access_path import access_path
 from .allocators import allocators
 from .boot import boot_memory
 from .cpu import cpu_access
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[Settings], Section]] = {
     "boot": boot_memory,
     "cpu": cpu_access,
     "allocators": allocators,
+    "access-path": access_path,
 }
 
 

@@ -43,6 +43,11 @@ class Settings:
         vmalloc_pairs: vmalloc+vfree pairs per repetition of the vmalloc model.
         alloc_runs: hwsim.run calls per quantum setting for the kernel API through actors.
         alloc_blocks: interleaved blocks of every kernel-call variant per such run.
+        path_rounds: interleaved repetitions of the access-path variants (fresh TLBs, caches).
+        path_accesses: accesses per repetition of the access-path variants.
+        path_lengths: trace lengths of the access path's length scaling.
+        path_scale_rounds: interleaved repetitions of each scaling run.
+        path_cpu_accesses: accesses in all (split over the CPUs) of the CPU scaling.
     """
 
     mode: str
@@ -61,6 +66,11 @@ class Settings:
     vmalloc_pairs: int
     alloc_runs: int
     alloc_blocks: int
+    path_rounds: int
+    path_accesses: int
+    path_lengths: tuple[int, ...]
+    path_scale_rounds: int
+    path_cpu_accesses: int
 
     @classmethod
     def quick(cls) -> Settings:
@@ -81,6 +91,11 @@ class Settings:
             vmalloc_pairs=1_000,
             alloc_runs=3,
             alloc_blocks=10,
+            path_rounds=3,
+            path_accesses=100_000,
+            path_lengths=(10_000, 100_000, 1_000_000),
+            path_scale_rounds=1,
+            path_cpu_accesses=50_000,
         )
 
     @classmethod
@@ -102,6 +117,11 @@ class Settings:
             vmalloc_pairs=5_000,
             alloc_runs=4,
             alloc_blocks=30,
+            path_rounds=5,
+            path_accesses=500_000,
+            path_lengths=(10_000, 100_000, 1_000_000, 10_000_000),
+            path_scale_rounds=3,
+            path_cpu_accesses=200_000,
         )
 
 
