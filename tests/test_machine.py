@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +91,6 @@ def test_a_64_gib_machine_boots_without_allocating_its_memory() -> None:
     # preallocated tables), which live in simulated RAM: a few hundred of 16 M pages.
     assert 1 < int(pages) < 500
     assert int(out[1]) < 100 * 1024  # KiB: far below 64 GiB
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 
 
 def test_the_public_namespace_only_re_exports_each_name_once() -> None:
