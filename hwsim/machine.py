@@ -215,6 +215,8 @@ async def boot(
         config = MachineConfig()
     if not isinstance(config, MachineConfig):
         raise TypeError(f"boot() takes a MachineConfig, got {type(config).__name__}")
+    if tracer is not None and not isinstance(tracer, Tracer):
+        raise TypeError(f"tracer must be a hwsim.Tracer or None, got {type(tracer).__name__}")
     if not isinstance(trio.lowlevel.current_clock(), CycleClock):
         raise RuntimeError(
             "hwsim.boot() needs hwsim's cycle clock: run under hwsim.run(), or in a test "

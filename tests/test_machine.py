@@ -194,3 +194,10 @@ def test_an_i386_machine_boots_with_2_level_or_pae_page_tables(
     steps, line = hwsim.run(main)
     assert steps == levels
     assert line.startswith(f"DirectMap{large}:")
+
+
+@pytest.mark.hwsim
+async def test_boot_rejects_a_tracer_that_is_not_a_tracer() -> None:
+    with pytest.raises(TypeError, match=r"hwsim\.Tracer"):
+        async with hwsim.boot(hwsim.MachineConfig(), tracer="trace.json"):  # type: ignore[arg-type]
+            pass
