@@ -149,7 +149,6 @@ class Machine:
         )
         self.kernel = Kernel(
             buddy=self.buddy,
-            buddy_model=self.buddy.model,
             layout=self.layout,
             cpus=self.cpus,
             services={"vmalloc": self.vmalloc, "slab": self.slab},

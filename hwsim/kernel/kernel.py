@@ -19,7 +19,7 @@ from ..devices.cpu import Cpu
 from ..errors import OutOfMemory
 from ..units import PAGE_SIZE
 from . import gfp as G
-from .buddy import AllocPages, AllocPagesBulk, BuddyAllocator, FreePages
+from .buddy import AllocPages, AllocPagesBulk, BuddyAllocator, BuddyService, FreePages
 from .kmalloc import (
     KcallocMsg,
     KfreeMsg,
@@ -63,15 +63,14 @@ class Kernel:
     def __init__(
         self,
         *,
-        buddy: Actor,
-        buddy_model: BuddyAllocator,
+        buddy: BuddyService,
         layout: Layout,
         cpus: Sequence[Cpu],
         cpu: int = 0,
         services: dict[str, Any] | None = None,
     ) -> None:
         self._buddy = buddy
-        self.buddy_model = buddy_model
+        self.buddy_model: BuddyAllocator = buddy.model
         self.layout = layout
         self._cpus = cpus
         self.nr_cpus = len(cpus)
@@ -87,7 +86,6 @@ class Kernel:
             raise ValueError(f"cpu must be 0..{self.nr_cpus - 1}, got {cpu!r}")
         return Kernel(
             buddy=self._buddy,
-            buddy_model=self.buddy_model,
             layout=self.layout,
             cpus=self._cpus,
             cpu=cpu,
