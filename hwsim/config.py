@@ -108,12 +108,17 @@ class LatencyConfig:
 
 @attrs.frozen(kw_only=True)
 class TlbConfig:
-    """The per-CPU data TLB: ``entries`` split into sets of ``ways``."""
+    """The per-CPU data TLB: ``entries`` split into sets of ``ways``.
+
+    ``walk_through_caches``: the page-table walker reads entries through the CPU's L1 (and
+    L2), as x86's does (default); False sends its reads straight to RAM.
+    """
 
     entries: int = _int_field("tlb.entries", 64, minimum=1)
     ways: int = _int_field("tlb.ways", 4, minimum=1)
     replacement: str = _choice_field("tlb.replacement", "lru", REPLACEMENT_POLICIES)
     pcid: bool = _bool_field("tlb.pcid", False)
+    walk_through_caches: bool = _bool_field("tlb.walk_through_caches", True)
 
     def __attrs_post_init__(self) -> None:
         if self.entries % self.ways:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import attrs
 import trio
@@ -17,9 +17,14 @@ from .core.actor import Actor
 from .core.clock import CycleClock
 from .core.run import unwrap_single_error
 from .core.trace import Tracer
+from .devices.cache import CacheModel
+from .devices.coherence import Cache, CoherentHierarchy, WalkerPort
 from .devices.cpu import Cpu
+from .devices.mmu import Mmu, MmuModel
 from .devices.ram import Ram, RamModel
+from .devices.tlb import TlbModel
 from .kernel.buddy import BuddyAllocator, BuddyService
+from .kernel.fault import FaultService, HandlePageFault, PageFaultHandler
 from .kernel.kernel import Kernel
 from .kernel.kmalloc import Kmalloc, SlabService
 from .kernel.layout import Layout, layout_for
@@ -95,36 +100,86 @@ class Machine:
         self.tracer = tracer
         self.random = random.Random(config.seed)
         lat = config.latency
-        self.ram = Ram(
-            RamModel(size=config.ram, latency=lat.ram, bytes_per_cycle=lat.ram_bytes_per_cycle),
-            tracer=tracer,
+        ram = RamModel(size=config.ram, latency=lat.ram, bytes_per_cycle=lat.ram_bytes_per_cycle)
+        self.ram = Ram(ram, tracer=tracer)
+        # The caches: an L1d per CPU above an optional shared L2, kept coherent (MESI).
+        caches = config.caches
+        l2 = (
+            None
+            if caches.l2 is None
+            else CacheModel(
+                "l2", caches.l2, next_level=None, ram=ram, latency=lat.l2, seed=config.seed
+            )
         )
-        self.cpus = [
-            Cpu(i, self.ram, quantum=config.quantum, tracer=tracer) for i in range(config.cpus)
+        l1s = [
+            CacheModel(
+                f"l1d{i}",
+                caches.l1d,
+                next_level=l2,
+                ram=ram,
+                latency=lat.l1,
+                seed=config.seed + 1 + i,
+            )
+            for i in range(config.cpus)
         ]
+        self.hierarchy = CoherentHierarchy(l1s, l2, ram)
+        self.l1ds = [Cache(l1, self.hierarchy, i, tracer=tracer) for i, l1 in enumerate(l1s)]
+        self.l2 = None if l2 is None else Cache(l2, self.hierarchy, tracer=tracer)
         self.layout = layout_for(config.arch, config.ram)
         self.buddy = BuddyService(
             BuddyAllocator(config.ram >> PAGE_SHIFT, config.arch, config.cpus), tracer=tracer
         )
         # The kernel page table lives in simulated RAM; its pages come from the buddy
-        # allocator (counted as PageTables), as the direct map is built at boot.
+        # allocator (counted as PageTables), as the direct map is built at boot. Kernel code
+        # writes memory through the coherent caches, as kernel code running on a CPU does.
         self.pagetable = KernelPageTable(
-            self.buddy.model, self.ram.model, self.layout, pae=config.pae
+            self.buddy.model, self.hierarchy, self.layout, pae=config.pae
         )
+        # The MMUs: one per CPU, with its TLB, loaded with the kernel's page table.
+        through = config.tlb.walk_through_caches
+        self.mmus = []
+        for i in range(config.cpus):
+            mmu = MmuModel(
+                WalkerPort(self.hierarchy, i) if through else ram,
+                TlbModel(config.tlb, seed=config.seed + 1 + i),
+                mode=self.pagetable.mode,
+                walk_latency_per_level=lat.l1,
+                tlb_latency=lat.tlb,
+            )
+            mmu.load_cr3(self.pagetable.cr3)
+            self.mmus.append(Mmu(i, mmu, tracer=tracer))
+        self.pagetable.tlb_flush = _shootdown([m.model for m in self.mmus])
         self.vmalloc = VmallocService(
-            VmallocAllocator(self.buddy.model, self.pagetable, self.layout, self.ram.model),
+            VmallocAllocator(self.buddy.model, self.pagetable, self.layout, self.hierarchy),
             tracer=tracer,
         )
         slab = SlabAllocator(
             self.buddy.model,
-            self.ram.model,
+            self.hierarchy,
             self.layout,
             config.cpus,
             slub_debug=config.debug.slub_debug,
         )
         self.slab = SlabService(
-            slab, Kmalloc(slab, self.buddy.model, self.ram.model, self.layout), tracer=tracer
+            slab, Kmalloc(slab, self.buddy.model, self.hierarchy, self.layout), tracer=tracer
         )
+        self.fault = FaultService(PageFaultHandler(self.layout, self.vmalloc.model), tracer=tracer)
+        entry_cost = lat.ram + -(-self.pagetable.mode.entry_size // lat.ram_bytes_per_cycle)
+        self.cpus = [
+            Cpu(
+                i,
+                mmu=self.mmus[i],
+                l1d=self.l1ds[i],
+                hierarchy=self.hierarchy,
+                fault=self.fault,
+                fault_message=HandlePageFault,
+                explain_fault=self.fault.model.explain,
+                quantum=config.quantum,
+                walk_bypass_cycles=None if through else entry_cost,
+                tracer=tracer,
+            )
+            for i in range(config.cpus)
+        ]
         self.proc_config = attrs.evolve(
             ProcConfig.for_arch(config.arch, cma=config.cma > 0),
             x86_pae=config.arch == "i386" and config.pae,
@@ -157,7 +212,18 @@ class Machine:
     @property
     def units(self) -> list[Actor]:
         """Every actor of the machine, in start-up order (devices before their users)."""
-        return [self.ram, *self.cpus, self.buddy, self.slab, self.vmalloc]
+        l2 = [] if self.l2 is None else [self.l2]
+        return [
+            self.ram,
+            *l2,
+            *self.l1ds,
+            *self.mmus,
+            self.buddy,
+            self.slab,
+            self.vmalloc,
+            self.fault,
+            *self.cpus,
+        ]
 
     @property
     def now(self) -> int:
@@ -170,19 +236,36 @@ class Machine:
         >>> import hwsim
         >>> async def main():
         ...     async with hwsim.boot(hwsim.MachineConfig(cpus=1)) as m:
-        ...         await m.cpus[0].load(0, 64)
-        ...         return m.stats()["ram"]["reads"]
-        >>> hwsim.run(main)
-        1
+        ...         buf = await m.kernel.kmalloc(64)
+        ...         await m.cpus[0].load(buf, 64)
+        ...         return m.stats()["l1d0"]["load_misses"], m.stats()["tlb0"]["walks"]
+        >>> hwsim.run(main)  # one walk: PGD, PUD and PMD entries, then the data line
+        (4, 1)
         """
-        return {
+        stats = {
             unit.name: attrs.asdict(unit.statistics())  # type: ignore[attr-defined]
             for unit in self.units
         }
+        for i, mmu in enumerate(self.mmus):
+            stats[f"tlb{i}"] = attrs.asdict(mmu.model.tlb.statistics())
+        stats["coherence"] = attrs.asdict(self.hierarchy.statistics())
+        return stats
 
     def __repr__(self) -> str:
         c = self.config
         return f"<Machine {c.arch} ram={c.ram} cpus={c.cpus} at cycle {self.now}>"
+
+
+def _shootdown(mmus: list[MmuModel]) -> Callable[[int, int], None]:
+    """``flush_tlb_kernel_range`` on every CPU: what the kernel does after it unmaps kernel
+    pages (vfree). Linux sends IPIs and waits for them; here every TLB is flushed at once,
+    inside the unmapping service's message, so no CPU can use a stale entry afterwards."""
+
+    def flush(start: int, end: int) -> None:
+        for mmu in mmus:
+            mmu.flush_tlb_kernel_range(start, end)
+
+    return flush
 
 
 @contextlib.asynccontextmanager

@@ -160,6 +160,33 @@ class Actor:
             reschedule(self._task)  # type: ignore[arg-type]  # parked implies a task
         return await wait_task_rescheduled(req.abort)  # type: ignore[no-any-return]
 
+    def call_nowait(self, msg: object, at: int) -> tuple[Any, int]:
+        """Atomic mode: run the handler for ``msg`` now, in the caller, as if the actor had
+        answered it at once; not a checkpoint. Only synchronous handlers have this path
+        (a unit's model step), so that the atomic and timing modes run the same code.
+
+        Returns and raises as :meth:`call`, except that an error other than a refusal
+        propagates to the caller as it is (no actor task is there to crash).
+
+        Raises:
+            TypeError: the actor does not handle ``msg``, or its handler awaits.
+        """
+        entry = self._dispatch.get(type(msg))
+        if entry is None:
+            raise TypeError(f"{self.name} does not understand {type(msg).__name__} messages")
+        fn, is_async = entry
+        if is_async:
+            raise TypeError(
+                f"{self.name} handles {type(msg).__name__} asynchronously: no atomic path"
+            )
+        try:
+            return fn(self, msg, at)  # type: ignore[no-any-return]
+        except REFUSALS as exc:
+            if isinstance(exc, HwsimError) and exc.actor is None:
+                exc.actor = self.name
+            exc.add_note(f"(raised by actor {self.name!r} handling {msg!r}, atomic)")
+            raise
+
     def post(self, msg: object, at: int | None = None) -> None:
         """Send ``msg`` without waiting for an answer. Not a checkpoint.
 

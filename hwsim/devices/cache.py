@@ -232,29 +232,75 @@ class CacheModel:
         return np.frombuffer(self._trace(reqs.tolist(), None), dtype=np.bool_)
 
     def timed_access_lines(
-        self, line_addrs: npt.NDArray[np.integer], is_write: npt.NDArray[np.bool_], at: int
+        self,
+        line_addrs: npt.NDArray[np.integer],
+        is_write: npt.NDArray[np.bool_],
+        at: int,
+        gaps: npt.NDArray[np.integer] | None = None,
     ) -> tuple[npt.NDArray[np.int64], int]:
         """:meth:`access_lines` as a chain issued at ``at`` (each access when the previous
         completes): ``(latencies, done)``, as the same accesses made one by one with
-        :meth:`timed_load`/:meth:`timed_store` (a write-through store forwards a line)."""
+        :meth:`timed_load`/:meth:`timed_store` (a write-through store forwards a line).
+
+        ``gaps``, if given, are cycles spent before each access is looked up (a TLB lookup,
+        say): they count in that access's latency and delay the rest of the chain.
+        """
         addrs, writes = self._check_trace(line_addrs, is_write)
         _check_int("a cycle", at)
-        latencies = np.empty(len(addrs), dtype=np.int64)
+        gap: list[int] | None = None
+        if gaps is not None:
+            if not isinstance(gaps, np.ndarray) or gaps.dtype.kind not in "iu":
+                raise TypeError(f"gaps must be a numpy integer array, got {gaps!r}")
+            if gaps.shape != addrs.shape:
+                raise ValueError(f"gaps has shape {gaps.shape}, the trace {addrs.shape}")
+            if len(gaps) and int(gaps.min()) < 0:
+                raise ValueError(f"gaps must be >= 0, got {int(gaps.min())}")
+            gap = gaps.tolist()
+        latencies = [0] * len(addrs)
         shift, line, t, snoop = self._shift, self.line, at, self.snoop
+        # The hit path inlined (write-back caches without a snoop hook): most accesses.
+        fast = snoop is None and self._write_back
+        tags, mask, lat, dirty = self._tags, self._mask, self.latency, self._dirty
+        lru = self._policy == "lru"
+        lru_store = lru and self._lru_on_store
+        lh = sh = 0
         for i, (addr, write) in enumerate(zip(addrs.tolist(), writes.tolist(), strict=True)):
             issue = t
-            if snoop is not None:
-                t = snoop(addr >> shift, write, t) or t  # a timed snoop returns a cycle
+            if gap is not None:
+                t += gap[i]
+            ln = addr >> shift
+            if fast:
+                d = tags[ln & mask]
+                slot = d.get(ln)
+                if slot is not None:
+                    if write:
+                        sh += 1
+                        dirty[slot] = 1
+                        if lru_store:
+                            d[ln] = d.pop(ln)
+                    else:
+                        lh += 1
+                        if lru:
+                            d[ln] = d.pop(ln)
+                    t += lat
+                    latencies[i] = t - issue
+                    continue
+            elif snoop is not None:
+                t = snoop(ln, write, t) or t  # a timed snoop returns a cycle
             if write:
                 self._stores += 1
-                done = self._line_store(addr >> shift << shift, line, None, t)
+                done = self._line_store(ln << shift, line, None, t)
             else:
                 self._loads += 1
-                done = self._fetch(addr >> shift, False, t)[1]
+                done = self._fetch(ln, False, t)[1]
             assert done is not None
             latencies[i] = done - issue
             t = done
-        return latencies, t
+        self._loads += lh
+        self._stores += sh
+        self._load_hits += lh
+        self._store_hits += sh
+        return np.array(latencies, dtype=np.int64), t
 
     def contains(self, phys: int) -> bool:
         """Whether this level holds the line of ``phys`` (levels below are not asked)."""

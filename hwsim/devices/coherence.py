@@ -62,8 +62,9 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from ..core.actor import Actor, handles
 from ..validate import check_int as _check_int
-from .cache import CacheModel
+from .cache import CacheModel, CacheStatistics
 from .ram import RamModel
 
 #: Cycles a snoop adds to the request that needs it (see the module docstring).
@@ -303,19 +304,21 @@ class CoherentHierarchy:
         line_addrs: npt.NDArray[np.integer],
         is_write: npt.NDArray[np.bool_],
         at: int,
+        gaps: npt.NDArray[np.integer] | None = None,
     ) -> tuple[npt.NDArray[np.int64], int]:
         """:meth:`access_lines` as a chain issued at ``at``: ``(latencies, done)``, as
-        :meth:`~hwsim.devices.cache.CacheModel.timed_access_lines`, snoops included.
+        :meth:`~hwsim.devices.cache.CacheModel.timed_access_lines` (``gaps`` too), snoops
+        included.
 
         When no other L1 holds any line of the trace, it runs without the protocol's hook:
         the same counts and latencies as the L1 alone.
         """
         l1 = self._l1(cpu)
         if self._shared(cpu, line_addrs, is_write).any():
-            return l1.timed_access_lines(line_addrs, is_write, at)
+            return l1.timed_access_lines(line_addrs, is_write, at, gaps)
         snoop, l1.snoop = l1.snoop, None
         try:
-            return l1.timed_access_lines(line_addrs, is_write, at)
+            return l1.timed_access_lines(line_addrs, is_write, at, gaps)
         finally:
             l1.snoop = snoop
 
@@ -411,3 +414,151 @@ class CoherentHierarchy:
     def flush_all(self) -> int:
         """Write every dirty line back, in every cache; return how many."""
         return sum(l1.flush_all() for l1 in self.l1s)
+
+
+class WalkerPort:
+    """A CPU's page-table walker's way into memory: through that CPU's L1, as x86's walker
+    reads paging entries through the data caches (Intel SDM vol. 3, 4.10.2: the processor
+    may cache paging-structure entries in the data caches like any other memory).
+
+    Timed reads and writes (the walk of a single access) are L1 loads and stores, counted
+    and timed like any others. Untimed ones (:meth:`~hwsim.devices.mmu.MmuModel.translate_many`,
+    which records the walker's accesses so that the batched path replays them through the
+    caches in order) see the coherent contents, as the hardware walker would.
+
+    Args:
+        hierarchy: the machine's caches.
+        cpu: whose L1 the walker uses.
+    """
+
+    def __init__(self, hierarchy: CoherentHierarchy, cpu: int) -> None:
+        if not isinstance(hierarchy, CoherentHierarchy):
+            raise TypeError(f"hierarchy must be a CoherentHierarchy, got {hierarchy!r}")
+        hierarchy._l1(cpu)
+        self.hierarchy = hierarchy
+        self.cpu = cpu
+
+    def __repr__(self) -> str:
+        return f"<WalkerPort through {self.hierarchy.l1s[self.cpu].name}>"
+
+    @property
+    def size(self) -> int:
+        return self.hierarchy.size
+
+    def check_range(self, phys: int, size: int) -> None:
+        self.hierarchy.check_range(phys, size)
+
+    def read(self, phys: int, size: int) -> bytes:
+        return self.hierarchy.read(phys, size)
+
+    def write(self, phys: int, data: bytes | bytearray | memoryview) -> None:
+        self.hierarchy.write(phys, data)
+
+    def timed_read(self, phys: int, size: int, at: int) -> tuple[bytes, int]:
+        return self.hierarchy.timed_load(self.cpu, phys, size, at)
+
+    def timed_write(self, phys: int, data: bytes, at: int) -> tuple[None, int]:
+        return self.hierarchy.timed_store(self.cpu, phys, data, at)
+
+
+# ---------------------------------------------------------------------- the cache units
+
+
+@attrs.frozen
+class CacheLoad:
+    """Load ``size`` bytes at physical ``phys`` through this L1 (within one page)."""
+
+    phys: int
+    size: int
+
+
+@attrs.frozen
+class CacheStore:
+    """Store ``data`` at physical ``phys`` through this L1."""
+
+    phys: int
+    data: bytes
+
+
+@attrs.frozen(eq=False)
+class LineTrace:
+    """A trace of line accesses run as a dependent chain through this L1
+    (:meth:`CoherentHierarchy.timed_access_lines`); the reply is the latencies."""
+
+    lines: npt.NDArray[np.int64]
+    writes: npt.NDArray[np.bool_]
+    gaps: npt.NDArray[np.int64] | None = None
+
+
+@attrs.frozen
+class WritebackRange:
+    """Clean the lines of ``[phys, phys + size)`` in this level and below (``dc cvac``);
+    the reply is how many dirty lines were written back."""
+
+    phys: int
+    size: int
+
+
+@attrs.frozen
+class InvalidateRange:
+    """Drop the lines of ``[phys, phys + size)`` from this level and below (``dc ivac``);
+    dirty data in them is lost. The reply is how many lines were dropped."""
+
+    phys: int
+    size: int
+
+
+class Cache(Actor):
+    """A cache unit: ``"l1d{i}"`` (CPU ``i``'s L1, serving its loads, stores and traces,
+    kept coherent with the other L1s) or ``"l2"`` (the shared level, which the L1s reach
+    as a model inside their own messages, since a line fill is one dependent chain; its
+    actor answers maintenance). Handlers are synchronous: the CPU's atomic mode calls them
+    directly.
+
+    Args:
+        model: the cache level.
+        hierarchy: the machine's caches; with ``cpu``, this unit is that CPU's L1.
+        cpu: the CPU whose L1 this is, or None for a shared level.
+    """
+
+    def __init__(
+        self,
+        model: CacheModel,
+        hierarchy: CoherentHierarchy,
+        cpu: int | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(model.name, **kwargs)  # type: ignore[arg-type]
+        if cpu is not None and hierarchy.l1s[cpu] is not model:
+            raise ValueError(f"{model.name} is not CPU {cpu}'s L1")
+        self.model = model
+        self.hierarchy = hierarchy
+        self.cpu = cpu
+
+    def _l1(self) -> int:
+        if self.cpu is None:
+            raise TypeError(f"{self.name} is a shared level: CPUs access memory through an L1")
+        return self.cpu
+
+    @handles(CacheLoad)
+    def _load(self, msg: CacheLoad, at: int) -> tuple[bytes, int]:
+        return self.hierarchy.timed_load(self._l1(), msg.phys, msg.size, at)
+
+    @handles(CacheStore)
+    def _store(self, msg: CacheStore, at: int) -> tuple[None, int]:
+        return self.hierarchy.timed_store(self._l1(), msg.phys, msg.data, at)
+
+    @handles(LineTrace)
+    def _trace(self, msg: LineTrace, at: int) -> tuple[npt.NDArray[np.int64], int]:
+        return self.hierarchy.timed_access_lines(self._l1(), msg.lines, msg.writes, at, msg.gaps)
+
+    @handles(WritebackRange)
+    def _writeback(self, msg: WritebackRange, at: int) -> tuple[int, int]:
+        return self.model.timed_writeback_range(msg.phys, msg.size, at)
+
+    @handles(InvalidateRange)
+    def _invalidate(self, msg: InvalidateRange, at: int) -> tuple[int, int]:
+        return self.model.invalidate_range(msg.phys, msg.size), at + self.model.latency
+
+    def statistics(self) -> CacheStatistics:
+        return self.model.statistics()

@@ -1,45 +1,73 @@
-"""The CPU unit: issues loads and stores, one at a time or in numpy bursts.
+"""The CPU unit: loads and stores at virtual addresses, one at a time or in numpy batches.
 
-For now a CPU addresses physical memory directly and its memory port is the RAM unit; the
-MMU (with its TLB and page-table walker) and the caches slot in between as later units, by
-replacing the port — the CPU only knows it sends ReadPhys/WritePhys/BurstPhys downstream.
+An access goes the way the hardware sends it: the CPU's MMU (``"mmu{i}"``) translates each
+page of it through the TLB, walking the page tables on a miss (through the L1, as x86's
+walker reads them, unless ``TlbConfig(walk_through_caches=False)``); the CPU's L1
+(``"l1d{i}"``) serves the physical lines, from the shared L2 or RAM on a miss, kept
+coherent with the other L1s. A translation that fails goes to the kernel's page-fault
+handler (``"fault"``), and the access ends with the :class:`~hwsim.SegmentationFault` it
+returns (naming the address and the reason); the machine keeps running.
 
-Three ways to run an access, all through the same models:
+Three modes, one code path. Each access is written once, as a generator of requests to the
+units (:meth:`Cpu._load_steps` and friends); two drivers run it:
 
-- timing (``await cpu.load(...)``): messages through the actors, the caller sleeps until
-  the reply's completion cycle, so virtual time advances;
-- atomic (``cpu.load_nowait(...)``): the same model methods called directly, as gem5's
-  atomic mode does: the same data, counts and latencies, and the CPU's own cycle counter
-  advances, but the machine's virtual time does not (nothing sleeps);
-- batched (``await cpu.access(addrs, sizes, writes)``): one message for a whole trace,
-  per-access latencies back as a numpy array — the fast path for long traces.
+- timing (``await cpu.load(...)``): each request is a message to the unit's actor, the
+  replies carry completion cycles, and the caller sleeps until the access completes, so
+  virtual time advances (with a quantum: once the CPU is that far ahead);
+- atomic (``cpu.load_nowait(...)``): the same handlers called directly
+  (:meth:`~hwsim.core.actor.Actor.call_nowait`), as gem5's atomic mode does: the same data,
+  counts and latencies, the CPU's own cycle advances, global virtual time does not;
+- functional (``cpu.peek(...)``, ``cpu.poke(...)``): read or write memory at a virtual
+  address for set-up and debugging - the page tables walked without the TLB, the caches'
+  coherent contents - without statistics or time.
+
+The batched form (``await cpu.access(addrs, sizes, writes)``) is the fast path for traces:
+one message to the MMU translates the whole batch (recording the walker's accesses), one to
+the L1 runs the lines of every access - walks included, in order - as a dependent chain; the
+reply is per-access latencies (:class:`BatchResult`). Stores in a batch move no data (a
+trace has none); their lines become dirty as with any store.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Generator
+from typing import Any
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 import trio
 
-from ..core.actor import Actor, handles
-from .ram import BurstPhys, ReadPhys, WritePhys
+from ..core.actor import REFUSALS, Actor, handles
+from ..errors import SegmentationFault
+from .access import plan_trace, split_batch, split_pages
+from .coherence import CacheLoad, CacheStore, CoherentHierarchy, LineTrace
+from .mmu import (
+    WRITE_TO_READ_ONLY,
+    Mmu,
+    PageFault,
+    RecordWalkCycles,
+    TraceTranslation,
+    Translate,
+    TranslateTrace,
+)
 
-if TYPE_CHECKING:
-    from .ram import Ram
+# A request a CPU makes of a unit: (unit, message, issue cycle); the reply is (value, done).
+_Request = tuple[Actor, object, int]
+_Steps = Generator[_Request, tuple[Any, int], tuple[Any, int]]
 
 
 @attrs.frozen
 class CpuStatistics:
-    """What a CPU has issued so far; ``cycles`` is the sum of the accesses' latencies."""
+    """What a CPU has issued so far; ``cycles`` is the sum of the accesses' latencies
+    (faults included), ``faults`` the accesses that ended in a fault."""
 
     loads: int
     stores: int
     bytes_loaded: int
     bytes_stored: int
     cycles: int
+    faults: int
 
 
 @attrs.frozen(eq=False)
@@ -47,14 +75,19 @@ class BatchResult:
     """The outcome of a batched access.
 
     Attributes:
-        latencies: cycles each access took (int64 array, one per access).
+        latencies: cycles each access took (int64 array, one per access): TLB lookup,
+            page walk if any, and every cache line it touched.
         start: the cycle the first access was issued.
         done: the cycle the last access completed.
+        tlb_misses: page walks the batch caused.
+        walk_cycles: cycles those walks took.
     """
 
     latencies: npt.NDArray[np.int64]
     start: int
     done: int
+    tlb_misses: int = 0
+    walk_cycles: int = 0
 
     @property
     def accesses(self) -> int:
@@ -65,13 +98,15 @@ class BatchResult:
         return self.done - self.start
 
     def summary(self) -> dict[str, float]:
-        """Count, total cycles and mean/max latency, as plain numbers."""
+        """Count, total cycles, mean/max latency and the walks, as plain numbers."""
         n = len(self.latencies)
         return {
             "accesses": n,
             "cycles": self.cycles,
             "mean_latency": float(self.latencies.mean()) if n else 0.0,
             "max_latency": int(self.latencies.max()) if n else 0,
+            "tlb_misses": self.tlb_misses,
+            "walk_cycles": self.walk_cycles,
         }
 
 
@@ -88,8 +123,8 @@ class Store:
 
 
 @attrs.frozen(eq=False)
-class Burst:
-    addrs: npt.NDArray[np.int64]
+class Batch:
+    addrs: npt.NDArray[np.uint64]
     sizes: npt.NDArray[np.int64]
     writes: npt.NDArray[np.bool_]
 
@@ -97,6 +132,8 @@ class Burst:
 def _check_addr(addr: object) -> int:
     if isinstance(addr, bool) or not isinstance(addr, int | np.integer):
         raise TypeError(f"an address is an int, got {addr!r}")
+    if addr < 0:
+        raise ValueError(f"a virtual address cannot be negative, got {addr}")
     return int(addr)
 
 
@@ -111,24 +148,49 @@ def _check_size(size: object) -> int:
 def _check_data(data: object) -> bytes:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"data to store must be bytes-like, got {type(data).__name__}")
-    if len(data) == 0:
+    raw = bytes(data)
+    if not raw:
         raise ValueError("cannot store zero bytes")
-    return bytes(data)
+    return raw
 
 
-def as_burst(
-    addrs: npt.ArrayLike, sizes: npt.ArrayLike = 8, writes: npt.ArrayLike = False
-) -> Burst:
-    """Validate and normalise a batched access into int64/bool arrays of one length."""
+def as_batch(
+    addrs: npt.ArrayLike,
+    sizes: npt.ArrayLike = 8,
+    writes: npt.ArrayLike = False,
+    base: int = 0,
+    limit: int = 1 << 64,
+) -> Batch:
+    """Validate and normalise a batched access: uint64 addresses (``base`` + ``addrs``),
+    int64 sizes and bool writes, of one length. Nothing is sent on error."""
     a = np.asarray(addrs)
     if a.ndim != 1 or not (a.size == 0 or np.issubdtype(a.dtype, np.integer)):
         raise TypeError("addrs must be a 1-D array of integer addresses")
-    a = a.astype(np.int64, copy=False)
-    s = np.broadcast_to(np.asarray(sizes, dtype=np.int64), a.shape).copy()
-    w = np.broadcast_to(np.asarray(writes, dtype=np.bool_), a.shape).copy()
-    if s.size and int(s.min()) <= 0:
-        raise ValueError(f"access sizes must be positive, got {int(s.min())}")
-    return Burst(a, s, w)
+    if a.size and np.issubdtype(a.dtype, np.signedinteger) and int(a.min()) < 0:
+        raise ValueError(f"addresses cannot be negative, got {int(a.min())}")
+    base = _check_addr(base)
+    if base >= limit:
+        raise ValueError(f"base {base:#x} is not a virtual address")
+    va = a.astype(np.uint64)
+    if base:
+        va = va + np.uint64(base)
+    s = np.broadcast_to(np.asarray(sizes), va.shape)
+    if s.size and not np.issubdtype(s.dtype, np.integer):
+        raise TypeError(f"sizes must be integers, got dtype {s.dtype}")
+    s = s.astype(np.int64)
+    w = np.broadcast_to(np.asarray(writes), va.shape)
+    if w.size and w.dtype != np.bool_:
+        raise TypeError(f"writes must be bools, got dtype {w.dtype}")
+    w = w.astype(np.bool_)
+    if s.size:
+        if int(s.min()) <= 0:
+            raise ValueError(f"access sizes must be positive, got {int(s.min())}")
+        if base and int(va.min()) < base:
+            raise ValueError("base + addrs wraps past the end of the address space")
+        ends = va.astype(object) + s.astype(object)
+        if max(ends) > limit:
+            raise ValueError(f"an access runs past the end of the {limit:#x}-byte address space")
+    return Batch(va, s, w)
 
 
 class Cpu(Actor):
@@ -138,23 +200,54 @@ class Cpu(Actor):
         >>> import hwsim
         >>> async def main():
         ...     async with hwsim.boot(hwsim.MachineConfig()) as m:
-        ...         await m.cpus[0].store(0x1000, b"hello")
-        ...         return await m.cpus[0].load(0x1000, 5), m.now
+        ...         buf = await m.kernel.kmalloc(64)
+        ...         await m.cpus[0].store(buf, b"hello")
+        ...         return await m.cpus[0].load(buf, 5), m.stats()["tlb0"]["misses"]
         >>> hwsim.run(main)
-        (b'hello', 202)
+        (b'hello', 1)
+
+    Args:
+        index: the CPU's number.
+        mmu: its MMU unit.
+        l1d: its L1 data cache unit.
+        hierarchy: the machine's caches (for the functional path).
+        fault: the kernel's page-fault handler (a unit answering
+            :class:`~hwsim.kernel.fault.HandlePageFault`-style messages made by
+            ``fault_message``).
+        fault_message: builds the message for ``fault`` from a PageFault and the CPU number.
+        explain_fault: the handler's verdict on a fault without counting it (functional path).
+        quantum: see :attr:`hwsim.MachineConfig.quantum`.
+        walk_bypass_cycles: None if the walker reads through the L1, else what one of its
+            RAM accesses costs in a batch.
     """
 
-    def __init__(self, index: int, ram: Ram, *, quantum: int = 0, **kwargs: object) -> None:
+    def __init__(
+        self,
+        index: int,
+        *,
+        mmu: Mmu,
+        l1d: Actor,
+        hierarchy: CoherentHierarchy,
+        fault: Actor,
+        fault_message: Callable[[PageFault, int], object],
+        explain_fault: Callable[[PageFault], SegmentationFault],
+        quantum: int = 0,
+        walk_bypass_cycles: int | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(f"cpu{index}", **kwargs)  # type: ignore[arg-type]
         self.index = index
-        self.ram = ram
+        self.mmu = mmu
+        self.l1d = l1d
+        self.hierarchy = hierarchy
+        self.fault = fault
+        self._fault_message = fault_message
+        self._explain = explain_fault
         self.quantum = quantum
+        self.walk_bypass_cycles = walk_bypass_cycles
         self.cycle = 0  # the CPU's own clock: completion of its last operation
-        self.loads = 0
-        self.stores = 0
-        self.bytes_loaded = 0
-        self.bytes_stored = 0
-        self.cycles = 0
+        self.loads = self.stores = self.bytes_loaded = self.bytes_stored = 0
+        self.cycles = self.faults = 0
 
     def statistics(self) -> CpuStatistics:
         return CpuStatistics(
@@ -163,7 +256,12 @@ class Cpu(Actor):
             bytes_loaded=self.bytes_loaded,
             bytes_stored=self.bytes_stored,
             cycles=self.cycles,
+            faults=self.faults,
         )
+
+    @property
+    def _limit(self) -> int:
+        return self.mmu.model.address_limit
 
     def _issue_cycle(self, now: int) -> int:
         return now if now > self.cycle else self.cycle
@@ -183,111 +281,272 @@ class Cpu(Actor):
         if done - trio.current_time() > self.quantum:
             await trio.sleep_until(done)
 
-    def _retire(self, at: int, done: int) -> None:
-        self.cycles += done - at
-        self.cycle = done
+    def _check_range(self, addr: object, size: int) -> int:
+        va = _check_addr(addr)
+        if va + size > self._limit:
+            raise ValueError(
+                f"an access of {size} bytes at {va:#x} runs past the end of the address space"
+            )
+        return va
 
     # ------------------------------------------------------------------ timing mode
 
     async def load(self, addr: int, size: int) -> bytes:
-        """Read ``size`` bytes at ``addr``; virtual time advances by the access's latency.
+        """Read ``size`` bytes at virtual ``addr``; virtual time advances by the latency.
 
         Raises:
-            SegmentationFault: the range leaves physical memory.
-            ValueError, TypeError: a non-positive size or a non-integer address.
+            SegmentationFault: a page of the range is not mapped, is a guard page, or the
+                rights forbid the access (the message says which, as the kernel's oops).
+            ValueError, TypeError: a non-positive size or a malformed address.
         """
-        data, done = await self.call(Load(_check_addr(addr), _check_size(size)))
+        size = _check_size(size)
+        data, done = await self.call(Load(self._check_range(addr, size), size))
         await self.sync(done)
         return data  # type: ignore[no-any-return]
 
     async def store(self, addr: int, data: bytes) -> None:
-        """Write ``data`` at ``addr``; virtual time advances by the access's latency."""
-        _, done = await self.call(Store(_check_addr(addr), _check_data(data)))
+        """Write ``data`` at virtual ``addr``; virtual time advances by the latency.
+
+        Raises:
+            SegmentationFault: as :meth:`load`, or a read-only page.
+        """
+        raw = _check_data(data)
+        _, done = await self.call(Store(self._check_range(addr, len(raw)), raw))
         await self.sync(done)
 
     async def access(
-        self, addrs: npt.ArrayLike, sizes: npt.ArrayLike = 8, writes: npt.ArrayLike = False
+        self,
+        addrs: npt.ArrayLike,
+        sizes: npt.ArrayLike = 8,
+        writes: npt.ArrayLike = False,
+        *,
+        base: int = 0,
     ) -> BatchResult:
         """Run a trace of dependent accesses in one message; time advances once, to the end.
 
         Args:
-            addrs: 1-D integer array of addresses.
+            addrs: 1-D integer array of virtual addresses (or offsets from ``base``).
             sizes: bytes per access (scalar or array).
             writes: True for stores (scalar or array).
+            base: added to every address: ``access(np.arange(0, 4096, 64), base=buf)``
+                reads a buffer without building uint64 kernel addresses by hand.
 
         Returns:
-            per-access latencies and the start/done cycles.
+            per-access latencies, the start/done cycles and the walks.
+
+        Raises:
+            SegmentationFault: an access faults; the accesses before it took effect (as
+                issued one by one) and ``index`` on the error names it.
         """
-        burst = as_burst(addrs, sizes, writes)
-        result, done = await self.call(burst)
+        batch = as_batch(addrs, sizes, writes, base, self._limit)
+        result, done = await self.call(batch)
         await self.sync(done)
         return result  # type: ignore[no-any-return]
 
+    async def _drive(self, steps: _Steps) -> tuple[Any, int]:
+        """Run an access's requests as messages to the units."""
+        try:
+            unit, msg, at = next(steps)
+            while True:
+                try:
+                    reply = await unit.call(msg, at)
+                except REFUSALS as exc:
+                    unit, msg, at = steps.throw(exc)
+                else:
+                    unit, msg, at = steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
     @handles(Load)
     async def _load(self, msg: Load, at: int) -> tuple[bytes, int]:
-        at = self._issue_cycle(at)
-        data, done = await self.ram.call(ReadPhys(msg.addr, msg.size), at)
-        self._count_load(msg.size, at, done)
-        return data, done
+        return await self._drive(self._load_steps(msg.addr, msg.size, self._issue_cycle(at)))
 
     @handles(Store)
     async def _store(self, msg: Store, at: int) -> tuple[None, int]:
-        at = self._issue_cycle(at)
-        _, done = await self.ram.call(WritePhys(msg.addr, msg.data), at)
-        self._count_store(len(msg.data), at, done)
-        return None, done
+        return await self._drive(self._store_steps(msg.addr, msg.data, self._issue_cycle(at)))
 
-    @handles(Burst)
-    async def _burst(self, msg: Burst, at: int) -> tuple[BatchResult, int]:
-        at = self._issue_cycle(at)
-        latencies, done = await self.ram.call(BurstPhys(msg.addrs, msg.sizes, msg.writes), at)
-        return self._count_burst(msg, latencies, at, done), done
+    @handles(Batch)
+    async def _batch(self, msg: Batch, at: int) -> tuple[BatchResult, int]:
+        return await self._drive(self._batch_steps(msg, self._issue_cycle(at)))
 
     # ------------------------------------------------------------------ atomic mode
 
+    def _drive_nowait(self, steps: _Steps) -> tuple[Any, int]:
+        """Run an access's requests as direct calls of the same handlers."""
+        try:
+            unit, msg, at = next(steps)
+            while True:
+                try:
+                    reply = unit.call_nowait(msg, at)
+                except REFUSALS as exc:
+                    unit, msg, at = steps.throw(exc)
+                else:
+                    unit, msg, at = steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
     def load_nowait(self, addr: int, size: int) -> bytes:
         """Atomic twin of :meth:`load`: same models, same counts; virtual time stays put."""
-        at = self._issue_cycle(int(trio.current_time()))
-        data, done = self.ram.model.timed_read(_check_addr(addr), _check_size(size), at)
-        self._count_load(size, at, done)
-        return data
+        size = _check_size(size)
+        va = self._check_range(addr, size)
+        data, _ = self._drive_nowait(self._load_steps(va, size, self.issue_cycle()))
+        return data  # type: ignore[no-any-return]
 
     def store_nowait(self, addr: int, data: bytes) -> None:
         """Atomic twin of :meth:`store`."""
-        at = self._issue_cycle(int(trio.current_time()))
-        payload = _check_data(data)
-        _, done = self.ram.model.timed_write(_check_addr(addr), payload, at)
-        self._count_store(len(payload), at, done)
+        raw = _check_data(data)
+        va = self._check_range(addr, len(raw))
+        self._drive_nowait(self._store_steps(va, raw, self.issue_cycle()))
 
     def access_nowait(
-        self, addrs: npt.ArrayLike, sizes: npt.ArrayLike = 8, writes: npt.ArrayLike = False
+        self,
+        addrs: npt.ArrayLike,
+        sizes: npt.ArrayLike = 8,
+        writes: npt.ArrayLike = False,
+        *,
+        base: int = 0,
     ) -> BatchResult:
         """Atomic twin of :meth:`access`."""
-        burst = as_burst(addrs, sizes, writes)
-        at = self._issue_cycle(int(trio.current_time()))
-        latencies, done = self.ram.model.timed_burst(burst.addrs, burst.sizes, burst.writes, at)
-        return self._count_burst(burst, latencies, at, done)
+        batch = as_batch(addrs, sizes, writes, base, self._limit)
+        result, _ = self._drive_nowait(self._batch_steps(batch, self.issue_cycle()))
+        return result  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ functional mode
+
+    def _phys_pieces(self, addr: int, size: int, write: bool) -> list[tuple[int, int, int]]:
+        """``(phys, size, offset)`` per page, walking the tables without the TLB."""
+        out = []
+        for va, n, offset in split_pages(addr, size):
+            try:
+                tr = self.mmu.model.walk(va)
+            except PageFault as fault:
+                raise self._explain(fault) from None
+            if write and not tr.writable:
+                raise self._explain(
+                    PageFault(
+                        va,
+                        write=True,
+                        user=False,
+                        reason=WRITE_TO_READ_ONLY,
+                        level=tr.steps[-1].level,
+                        error_code=3,
+                        steps=tr.steps,
+                        address_width=self.mmu.model.address_width,
+                    )
+                )
+            out.append((tr.phys, n, offset))
+        return out
+
+    def peek(self, addr: int, size: int) -> bytes:
+        """Functional read: the bytes at virtual ``addr`` as the CPU would see them (dirty
+        cached copies included), without statistics, TLB or time.
+
+        Raises:
+            SegmentationFault: the range is not mapped (a guard page, say).
+        """
+        size = _check_size(size)
+        va = self._check_range(addr, size)
+        return b"".join(self.hierarchy.read(p, n) for p, n, _ in self._phys_pieces(va, size, False))
+
+    def poke(self, addr: int, data: bytes) -> None:
+        """Functional write: store ``data`` at virtual ``addr`` in memory and every cached
+        copy, without statistics, TLB, dirtying a line or time. All or nothing: every page
+        is checked first.
+
+        Raises:
+            SegmentationFault: not mapped, or a read-only page.
+        """
+        raw = _check_data(data)
+        va = self._check_range(addr, len(raw))
+        for phys, n, offset in self._phys_pieces(va, len(raw), True):
+            self.hierarchy.write(phys, raw[offset : offset + n])
+
+    # ------------------------------------------------------------------ the accesses
+
+    def _fault_steps(self, fault: PageFault, start: int, t: int) -> Generator[_Request, Any, None]:
+        """Hand ``fault`` to the kernel, then end the access with the error it returns."""
+        at = t if fault.done is None else max(t, fault.done)
+        error, done = yield self.fault, self._fault_message(fault, self.index), at
+        self.faults += 1
+        self._retire(start, done)
+        raise error
+
+    def _load_steps(self, addr: int, size: int, at: int) -> _Steps:
+        t = at
+        out = []
+        try:
+            for va, n, _ in split_pages(addr, size):
+                phys, t = yield self.mmu, Translate(va, False), t
+                data, t = yield self.l1d, CacheLoad(phys, n), t
+                out.append(data)
+        except PageFault as fault:
+            yield from self._fault_steps(fault, at, t)
+        self.loads += 1
+        self.bytes_loaded += size
+        self._retire(at, t)
+        return b"".join(out), t
+
+    def _store_steps(self, addr: int, data: bytes, at: int) -> _Steps:
+        t = at
+        try:
+            for va, n, offset in split_pages(addr, len(data)):
+                phys, t = yield self.mmu, Translate(va, True), t
+                _, t = yield self.l1d, CacheStore(phys, data[offset : offset + n]), t
+        except PageFault as fault:
+            yield from self._fault_steps(fault, at, t)
+        self.stores += 1
+        self.bytes_stored += len(data)
+        self._retire(at, t)
+        return None, t
+
+    def _batch_steps(self, batch: Batch, at: int) -> _Steps:
+        n = len(batch.addrs)
+        if n == 0:
+            return BatchResult(np.zeros(0, dtype=np.int64), at, at), at
+        pieces = split_batch(batch.addrs, batch.sizes, batch.writes)
+        tr: TraceTranslation
+        tr, t = yield self.mmu, TranslateTrace(pieces.vaddrs, pieces.writes), at
+        mmu = self.mmu.model
+        plan = plan_trace(
+            pieces,
+            tr.phys,
+            tr.walk_log,
+            line=self.hierarchy.line,
+            tlb_latency=mmu.tlb_latency,
+            bypass_cycles=self.walk_bypass_cycles,
+        )
+        lat = np.zeros(0, dtype=np.int64)
+        if len(plan.lines):
+            lat, t = yield self.l1d, LineTrace(plan.lines, plan.writes, plan.gaps), t
+        walks = len({p for p, _, w in tr.walk_log if not w})
+        walk_cycles = plan.walk_cycles(lat)
+        if walks:
+            _, t = yield self.mmu, RecordWalkCycles(walk_cycles), t
+        latencies = plan.latencies(lat, n)
+        done = n
+        if tr.fault is not None:
+            assert tr.fault.index is not None
+            done = int(pieces.owner[tr.fault.index])
+        self._count_batch(batch, done)
+        if tr.fault is not None:
+            tr.fault.index = done  # the access, not the piece
+            t += plan.tail_cycles
+            yield from self._fault_steps(tr.fault, at, t)
+        self._retire(at, t)
+        return BatchResult(latencies, at, t, walks, walk_cycles), t
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _count_load(self, size: int, at: int, done: int) -> None:
-        self.loads += 1
-        self.bytes_loaded += size
-        self._retire(at, done)
+    def _retire(self, at: int, done: int) -> None:
+        self.cycles += done - at
+        self.cycle = done
 
-    def _count_store(self, size: int, at: int, done: int) -> None:
-        self.stores += 1
-        self.bytes_stored += size
-        self._retire(at, done)
-
-    def _count_burst(
-        self, burst: Burst, latencies: npt.NDArray[np.int64], at: int, done: int
-    ) -> BatchResult:
-        n_writes = int(burst.writes.sum())
-        stored = int(burst.sizes[burst.writes].sum())
-        self.loads += len(burst.addrs) - n_writes
+    def _count_batch(self, batch: Batch, n: int) -> None:
+        """Count the first ``n`` accesses of ``batch``."""
+        writes, sizes = batch.writes[:n], batch.sizes[:n]
+        n_writes = int(writes.sum())
+        stored = int(sizes[writes].sum())
+        self.loads += n - n_writes
         self.stores += n_writes
         self.bytes_stored += stored
-        self.bytes_loaded += int(burst.sizes.sum()) - stored
-        self._retire(at, done)
-        return BatchResult(latencies, at, done)
+        self.bytes_loaded += int(sizes.sum()) - stored

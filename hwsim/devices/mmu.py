@@ -72,9 +72,11 @@ Example:
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import numpy.typing as npt
 
+from ..core.actor import Actor, handles
 from ..errors import SegmentationFault
 from .paging import (  # noqa: F401  (re-exported: the MMU's public vocabulary)
     _KERNPG_TABLE,
@@ -99,7 +101,7 @@ from .paging import (  # noqa: F401  (re-exported: the MMU's public vocabulary)
     WalkStep,
     decode_flags,
 )
-from .ram import RamModel
+from .ram import TimedMemory
 from .tlb import TlbEntry, TlbModel, as_addresses
 
 # Page-fault error code bits (arch/x86/include/asm/trap_pf.h).
@@ -108,6 +110,12 @@ X86_PF_WRITE = 1 << 1  # a write access
 X86_PF_USER = 1 << 2  # from user mode
 X86_PF_RSVD = 1 << 3  # a reserved bit was set (not modelled)
 X86_PF_INSTR = 1 << 4  # an instruction fetch
+
+#: Linux's tlb_single_page_flush_ceiling: above this many pages a range flush flushes all.
+TLB_SINGLE_PAGE_FLUSH_CEILING = 33
+PAGE_SIZE = 4096
+
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 # PageFault.reason values.
 NOT_PRESENT = "not present"
@@ -140,7 +148,10 @@ class PageFault(SegmentationFault):
         from_tlb: the TLB entry decided it (no walk).
         steps: the entries the walker read (empty when the TLB decided).
         done: the cycle the fault was raised at (:meth:`MmuModel.timed_translate`), or None.
-        index: for :meth:`MmuModel.translate_many`, the index of the faulting access.
+        detail: overrides the walker's explanation on the last line (the kernel's fault
+            handler knows more: "guard page after a vmalloc area", say).
+        index: for :meth:`MmuModel.translate_many`, the index of the faulting access;
+            ``translated`` holds the physical addresses of the accesses before it.
     """
 
     address: int
@@ -159,10 +170,13 @@ class PageFault(SegmentationFault):
         from_tlb: bool = False,
         done: int | None = None,
         address_width: int = 16,
+        detail: str | None = None,
     ) -> None:
         super().__init__(
-            _oops(address, error_code, reason, level, from_tlb, address_width), address=address
+            _oops(address, error_code, reason, level, from_tlb, address_width, detail),
+            address=address,
         )
+        self.address_width = address_width
         self.write = write
         self.user = user
         self.exec_ = exec_
@@ -173,10 +187,18 @@ class PageFault(SegmentationFault):
         self.from_tlb = from_tlb
         self.done = done
         self.index: int | None = None
+        #: For translate_many: the physical addresses of the accesses before ``index``.
+        self.translated: npt.NDArray[np.int64] = _EMPTY
 
 
 def _oops(
-    address: int, error_code: int, reason: str, level: str, from_tlb: bool, width: int
+    address: int,
+    error_code: int,
+    reason: str,
+    level: str,
+    from_tlb: bool,
+    width: int,
+    detail: str | None = None,
 ) -> str:
     user = bool(error_code & X86_PF_USER)
     addr = f"{address:0{width}x}"
@@ -200,7 +222,9 @@ def _oops(
     kind = "permissions violation" if error_code & X86_PF_PROT else "not-present page"
     lines.append(f"#PF: error_code({error_code:#06x}) - {kind}")
     where = f"(TLB entry of a {level}-mapped page)" if from_tlb else f"in the {level} entry"
-    if reason == NOT_PRESENT:
+    if detail is not None:
+        pass
+    elif reason == NOT_PRESENT:
         detail = f"the {level} entry is not present"
     elif reason == FETCH_FROM_NX:
         detail = f"NX set {where}"
@@ -224,14 +248,12 @@ def _check_cycles(value: object, what: str) -> int:
     return int(value)
 
 
-_EMPTY = np.zeros(0, dtype=np.int64)
-
-
 class MmuModel:
     """One CPU's MMU: translates virtual addresses through its TLB and the page tables in RAM.
 
     Args:
-        ram: where the page tables live.
+        ram: what the walker reads the page tables through: RAM itself, or the CPU's L1
+            (a :class:`~hwsim.devices.coherence.WalkerPort`, as x86's walker does).
         tlb: the CPU's TLB.
         mode: the paging mode (:data:`X86_64_4LEVEL`, :data:`I386_2LEVEL`, :data:`I386_PAE`).
         walk_latency_per_level: cycles per entry read in the functional path.
@@ -245,7 +267,7 @@ class MmuModel:
 
     def __init__(
         self,
-        ram: RamModel,
+        ram: TimedMemory,
         tlb: TlbModel,
         *,
         mode: PagingMode,
@@ -253,8 +275,8 @@ class MmuModel:
         tlb_latency: int,
         set_accessed_dirty: bool = True,
     ) -> None:
-        if not isinstance(ram, RamModel):
-            raise TypeError(f"ram must be a RamModel, got {ram!r}")
+        if not isinstance(ram, TimedMemory):
+            raise TypeError(f"ram must be a RamModel or a WalkerPort, got {ram!r}")
         if not isinstance(tlb, TlbModel):
             raise TypeError(f"tlb must be a TlbModel, got {tlb!r}")
         if not isinstance(mode, PagingMode):
@@ -279,10 +301,24 @@ class MmuModel:
         self._va_limit = 1 << (64 if mode.va_bits == 48 else 32)
         self._width = 16 if mode.va_bits == 48 else 8
         self._level_of_size = {1 << lv.shift: lv.name for lv in mode.levels if lv.large}
+        # translate_many's record of the walker's memory accesses: (access index, physical
+        # address, is a write), so that a caller can replay them through the caches.
+        self._walk_log: list[tuple[int, int, bool]] | None = None
+        self._walk_pos = 0
 
     def __repr__(self) -> str:
         cr3 = "unset" if self._cr3 is None else f"{self._cr3:#x}"
         return f"<MmuModel {self.mode.name} paging, CR3 {cr3}, asid {self.asid}>"
+
+    @property
+    def address_limit(self) -> int:
+        """One past the last virtual address: 2**64 (x86_64), 2**32 (i386)."""
+        return self._va_limit
+
+    @property
+    def address_width(self) -> int:
+        """Hex digits of an address in an oops: 16 (x86_64), 8 (i386)."""
+        return self._width
 
     # ------------------------------------------------------------------ CR3
 
@@ -327,6 +363,18 @@ class MmuModel:
     def invlpg(self, vaddr: int) -> int:
         """``INVLPG``: drop the TLB entries of ``vaddr``'s page (this ASID's and global ones)."""
         return self.tlb.invlpg(vaddr, self.asid)
+
+    def flush_tlb_kernel_range(self, start: int, end: int) -> int:
+        """This CPU's part of Linux's ``flush_tlb_kernel_range`` (arch/x86/mm/tlb.c): one
+        ``INVLPG`` per page up to ``tlb_single_page_flush_ceiling`` (33) pages, beyond that
+        the whole TLB, global entries included (kernel mappings are global). Returns how
+        many entries were dropped."""
+        start = _check_cycles(start, "start") & ~(PAGE_SIZE - 1)
+        end = _check_cycles(end, "end")
+        pages = -(-(end - start) // PAGE_SIZE)
+        if pages > TLB_SINGLE_PAGE_FLUSH_CEILING:
+            return self.tlb.flush_all(include_global=True)
+        return sum(self.tlb.invlpg(start + i * PAGE_SIZE, self.asid) for i in range(pages))
 
     # ------------------------------------------------------------------ checks
 
@@ -432,6 +480,8 @@ class MmuModel:
             else:
                 raw = ram.read(addr, es)
                 t += wl
+                if self._walk_log is not None:
+                    self._walk_log.append((self._walk_pos, addr, False))
             entry = int.from_bytes(raw, "little")
             entries.append(entry)
             addrs.append(addr)
@@ -490,6 +540,8 @@ class MmuModel:
                         _, t = ram.timed_write(addrs[d], data, t)
                     else:
                         ram.write(addrs[d], data)
+                        if self._walk_log is not None:
+                            self._walk_log.append((self._walk_pos, addrs[d], True))
                     entries[d] = new
         tlb.record_walk(t - start)
         leaf = entries[depth]
@@ -591,7 +643,12 @@ class MmuModel:
     # ------------------------------------------------------------------ batches
 
     def translate_many(
-        self, vaddrs: npt.ArrayLike, writes: npt.ArrayLike, user: bool = False
+        self,
+        vaddrs: npt.ArrayLike,
+        writes: npt.ArrayLike,
+        user: bool = False,
+        *,
+        walk_log: list[tuple[int, int, bool]] | None = None,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Translate a trace of data accesses: ``(phys, latencies)``, int64 arrays.
 
@@ -605,6 +662,10 @@ class MmuModel:
             vaddrs: virtual addresses (any integer dtype; kernel addresses need uint64).
             writes: one bool per access, or a single bool for all.
             user: all accesses are from user mode.
+            walk_log: if given, a list that receives one ``(index, phys, is_write)`` per
+                memory access of the walker (entry reads, A/D updates) in the order made,
+                ``index`` being the access that caused it: what a caller replays through
+                the caches to interleave walks with the data accesses, as the hardware does.
 
         Raises:
             PageFault: at the first access that faults, with ``index`` set; the accesses
@@ -650,18 +711,33 @@ class MmuModel:
         run_lat: list[int] = []
         access = self._access
         tail_hits = 0
-        for i, (v, wr, length) in enumerate(
-            zip(run_va.tolist(), w[starts].tolist(), lengths.tolist(), strict=True)
-        ):
-            try:
-                phys, lat, _ = access(v, wr, user, False, None)
-            except PageFault as fault:
-                self.tlb.record_hits(tail_hits)
-                fault.index = int(starts[i])
-                raise
-            run_phys.append(phys)
-            run_lat.append(lat)
-            tail_hits += length - 1
+        self._walk_log = walk_log
+        try:
+            for i, (v, wr, length, first) in enumerate(
+                zip(
+                    run_va.tolist(),
+                    w[starts].tolist(),
+                    lengths.tolist(),
+                    starts.tolist(),
+                    strict=True,
+                )
+            ):
+                self._walk_pos = first
+                try:
+                    phys, lat, _ = access(v, wr, user, False, None)
+                except PageFault as fault:
+                    self.tlb.record_hits(tail_hits)
+                    fault.index = first
+                    done = np.array(lengths[:i])
+                    fault.translated = np.repeat(np.array(run_phys, dtype=np.int64), done) + (
+                        va[:first] - np.repeat(run_va[:i], done)
+                    ).astype(np.int64)
+                    raise
+                run_phys.append(phys)
+                run_lat.append(lat)
+                tail_hits += length - 1
+        finally:
+            self._walk_log = None
         self.tlb.record_hits(tail_hits)
         offsets = (va - np.repeat(run_va, lengths)).astype(np.int64)
         phys_out = np.repeat(np.array(run_phys, dtype=np.int64), lengths) + offsets
@@ -716,4 +792,153 @@ class MmuModel:
             writable=writable,
             user=user,
             nx=nx,
+        )
+
+
+# ---------------------------------------------------------------------- the actor
+
+
+@attrs.frozen
+class Translate:
+    """Translate one access at ``vaddr``; the reply is the physical address."""
+
+    vaddr: int
+    write: bool
+    user: bool = False
+
+
+@attrs.frozen(eq=False)
+class TranslateTrace:
+    """Translate a trace (:meth:`MmuModel.translate_many`); the reply is a
+    :class:`TraceTranslation`. The walker's accesses are recorded, not timed: the CPU
+    replays them through its L1 in order with the data accesses."""
+
+    vaddrs: npt.NDArray[np.uint64]
+    writes: npt.NDArray[np.bool_]
+    user: bool = False
+
+
+@attrs.frozen(eq=False)
+class TraceTranslation:
+    """What :class:`TranslateTrace` found: the physical address of each access translated
+    (all of them, or those before ``fault.index``), the walker's accesses
+    (``(access index, phys, is_write)``) and the fault that stopped the trace, if any."""
+
+    phys: npt.NDArray[np.int64]
+    walk_log: list[tuple[int, int, bool]]
+    fault: PageFault | None
+
+
+@attrs.frozen
+class RecordWalkCycles:
+    """The CPU reports what the walks of a trace cost once replayed through its L1."""
+
+    cycles: int
+
+
+@attrs.frozen
+class Invlpg:
+    """``INVLPG vaddr``; the reply is how many TLB entries were dropped."""
+
+    vaddr: int
+
+
+@attrs.frozen
+class FlushTlbKernelRange:
+    """This CPU's share of ``flush_tlb_kernel_range(start, end)`` (a TLB shootdown)."""
+
+    start: int
+    end: int
+
+
+@attrs.frozen
+class LoadCr3:
+    """``MOV to CR3``: switch page tables (see :meth:`MmuModel.load_cr3`)."""
+
+    root: int
+    asid: int = 0
+    noflush: bool = False
+
+
+@attrs.frozen
+class MmuStatistics:
+    """What an MMU has done: ``translations`` (single accesses and trace accesses),
+    ``page_faults`` and ``general_protection_faults`` raised. The TLB's own counters (hits,
+    misses, walks, walk cycles) are the ``tlb{i}`` statistics."""
+
+    translations: int
+    page_faults: int
+    general_protection_faults: int
+
+
+class Mmu(Actor):
+    """CPU ``index``'s MMU unit (``"mmu{index}"``): the model, answering translations and
+    TLB maintenance. Every handler is synchronous, so the CPU's atomic mode calls the same
+    handlers directly (:meth:`~hwsim.core.actor.Actor.call_nowait`)."""
+
+    def __init__(self, index: int, model: MmuModel, **kwargs: object) -> None:
+        super().__init__(f"mmu{index}", **kwargs)  # type: ignore[arg-type]
+        self.index = index
+        self.model = model
+        self.translations = self.page_faults = self.gp_faults = 0
+
+    def _count_fault(self, exc: SegmentationFault) -> None:
+        if isinstance(exc, PageFault):
+            self.page_faults += 1
+        else:
+            self.gp_faults += 1
+
+    @handles(Translate)
+    def _translate(self, msg: Translate, at: int) -> tuple[int, int]:
+        self.translations += 1
+        try:
+            phys, done, _ = self.model.timed_translate(msg.vaddr, at, msg.write, msg.user)
+        except SegmentationFault as exc:
+            self._count_fault(exc)
+            raise
+        return phys, done
+
+    @handles(TranslateTrace)
+    def _translate_trace(self, msg: TranslateTrace, at: int) -> tuple[TraceTranslation, int]:
+        log: list[tuple[int, int, bool]] = []
+        tlb = self.model.tlb
+        walk_cycles = tlb.walk_cycles  # the replay through the L1 times the walks
+        try:
+            phys, _ = self.model.translate_many(msg.vaddrs, msg.writes, msg.user, walk_log=log)
+        except PageFault as fault:
+            self.page_faults += 1
+            assert fault.index is not None
+            self.translations += fault.index + 1
+            return TraceTranslation(fault.translated, log, fault), at
+        except GeneralProtectionFault as exc:
+            self.gp_faults += 1
+            raise exc
+        finally:
+            tlb.walk_cycles = walk_cycles
+        self.translations += len(phys)
+        return TraceTranslation(phys, log, None), at
+
+    @handles(RecordWalkCycles)
+    def _record_walk_cycles(self, msg: RecordWalkCycles, at: int) -> tuple[None, int]:
+        self.model.tlb.walk_cycles += msg.cycles
+        return None, at
+
+    @handles(Invlpg)
+    def _invlpg(self, msg: Invlpg, at: int) -> tuple[int, int]:
+        return self.model.invlpg(msg.vaddr), at + self.model.tlb_latency
+
+    @handles(FlushTlbKernelRange)
+    def _flush_range(self, msg: FlushTlbKernelRange, at: int) -> tuple[int, int]:
+        return self.model.flush_tlb_kernel_range(msg.start, msg.end), at
+
+    @handles(LoadCr3)
+    def _load_cr3(self, msg: LoadCr3, at: int) -> tuple[None, int]:
+        self.model.load_cr3(msg.root, msg.asid, noflush=msg.noflush)
+        return None, at
+
+    def statistics(self) -> MmuStatistics:
+        return MmuStatistics(
+            translations=self.translations,
+            page_faults=self.page_faults,
+            general_protection_faults=self.gp_faults,
         )

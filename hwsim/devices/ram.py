@@ -29,6 +29,8 @@ simply trailing a slower requester) has the rest of its delays estimated in chun
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import attrs
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +43,45 @@ from ..units import PAGE_SHIFT, PAGE_SIZE, format_size
 _EMPTY = np.zeros(0, dtype=np.int64)
 # After max_passes collisions, a burst's remaining delays are found in this many chunks.
 _TAIL_CHUNKS = 64
+
+
+@runtime_checkable
+class PhysMemory(Protocol):
+    """What code that reads and writes physical memory functionally needs (no statistics,
+    no time): :class:`RamModel`, or the coherent cache hierarchy in front of it
+    (:class:`~hwsim.devices.coherence.CoherentHierarchy`), which kernel code is given so
+    that what it writes (page tables, poison, zeroed pages) is what every CPU then sees."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of physical memory."""
+        ...
+
+    def check_range(self, phys: int, size: int) -> None:
+        """Raise unless ``[phys, phys + size)`` is a non-empty range inside memory."""
+        ...
+
+    def read(self, phys: int, size: int) -> bytes:
+        """The bytes at ``[phys, phys + size)``."""
+        ...
+
+    def write(self, phys: int, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` at ``phys``."""
+        ...
+
+
+@runtime_checkable
+class TimedMemory(PhysMemory, Protocol):
+    """:class:`PhysMemory` with timed accesses, what the page-table walker reads through:
+    RAM directly, or a CPU's L1 (:class:`~hwsim.devices.coherence.WalkerPort`)."""
+
+    def timed_read(self, phys: int, size: int, at: int) -> tuple[bytes, int]:
+        """Read issued at cycle ``at``: ``(data, done)``."""
+        ...
+
+    def timed_write(self, phys: int, data: bytes, at: int) -> tuple[None, int]:
+        """Write issued at cycle ``at``: ``(None, done)``."""
+        ...
 
 
 class ChannelCalendar:

@@ -40,7 +40,7 @@ from typing import Any
 import attrs
 
 from ..core.actor import Actor, handles
-from ..devices.ram import RamModel
+from ..devices.ram import PhysMemory
 from ..errors import DoubleFree, HwsimError, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT, PAGE_SIZE, format_size
 from . import gfp as G
@@ -176,7 +176,7 @@ class Kmalloc:
     """
 
     def __init__(
-        self, slab: SlabAllocator, buddy: BuddyAllocator, ram: RamModel, layout: Layout
+        self, slab: SlabAllocator, buddy: BuddyAllocator, ram: PhysMemory, layout: Layout
     ) -> None:
         if buddy is not slab.buddy or ram is not slab.ram or layout is not slab.layout:
             raise ValueError("kmalloc must share the slab allocator's buddy, ram and layout")

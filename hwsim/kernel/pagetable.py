@@ -62,7 +62,7 @@ Example:
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -87,7 +87,7 @@ from ..devices.paging import (  # noqa: F401  (re-exported for kernel code and t
     Translation,
     WalkStep,
 )
-from ..devices.ram import RamModel
+from ..devices.ram import PhysMemory
 from ..errors import SegmentationFault
 from ..units import PAGE_SHIFT, PAGE_SIZE
 from . import gfp as G
@@ -148,7 +148,7 @@ class PageTable:
         cpu: the CPU whose per-CPU page lists serve the table allocations.
     """
 
-    def __init__(self, buddy: BuddyAllocator, ram: RamModel, mode: PagingMode, cpu: int = 0):
+    def __init__(self, buddy: BuddyAllocator, ram: PhysMemory, mode: PagingMode, cpu: int = 0):
         self.buddy = buddy
         self.ram = ram
         self.mode = mode
@@ -167,6 +167,9 @@ class PageTable:
         self._top_ones = (1 << 17) - 1 if mode.va_bits == 48 else 0
         self._clock: int | None = None  # the cycle an operation has reached, when timed
         self._journal: tuple[list[tuple[int, int, int]], list[int]] | None = None
+        #: Called as ``flush(start, end)`` after entries were cleared: the machine's TLB
+        #: shootdown (``flush_tlb_kernel_range`` on every CPU). None: no TLBs to flush.
+        self.tlb_flush: Callable[[int, int], None] | None = None
         self.pgd = self._alloc_table(mode.levels[0].nr_entries)
 
     @property
@@ -442,6 +445,8 @@ class PageTable:
         for table, index, count in runs:
             self._write_run(table, index, [0] * count)
         self.pages_unmapped += nr_pages
+        if self.tlb_flush is not None:
+            self.tlb_flush(vaddr, vaddr + (nr_pages << PAGE_SHIFT))
         return pfns
 
     def _find_table(self, vaddr: int, depth: int) -> int | None:
@@ -584,12 +589,12 @@ class KernelPageTable(PageTable):
     """
 
     def __init__(
-        self, buddy: BuddyAllocator, ram: RamModel, layout: Layout, *, pae: bool = False
+        self, buddy: BuddyAllocator, ram: PhysMemory, layout: Layout, *, pae: bool = False
     ) -> None:
         if not isinstance(buddy, BuddyAllocator):
             raise TypeError(f"buddy must be a BuddyAllocator, got {buddy!r}")
-        if not isinstance(ram, RamModel):
-            raise TypeError(f"ram must be a RamModel, got {ram!r}")
+        if not isinstance(ram, PhysMemory):
+            raise TypeError(f"ram must be a RamModel or a CoherentHierarchy, got {ram!r}")
         if not isinstance(layout, Layout):
             raise TypeError(f"layout must be a Layout, got {layout!r}")
         if not isinstance(pae, bool):

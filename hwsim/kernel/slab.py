@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
-from ..devices.ram import RamModel
+from ..devices.ram import PhysMemory
 from ..errors import DoubleFree, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT
 from . import gfp as G
@@ -215,7 +215,7 @@ class SlabAllocator:
     def __init__(
         self,
         buddy: BuddyAllocator,
-        ram: RamModel,
+        ram: PhysMemory,
         layout: Layout,
         nr_cpus: int,
         *,

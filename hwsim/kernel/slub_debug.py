@@ -25,7 +25,7 @@ Where it differs on purpose:
 
 from __future__ import annotations
 
-from ..devices.ram import RamModel
+from ..devices.ram import PhysMemory
 from ..units import PAGE_SIZE
 from .slab_common import (
     SLAB_CONSISTENCY_CHECKS,
@@ -79,7 +79,7 @@ def parse_slub_debug(value: bool | str) -> int:
 
 
 def init_object(
-    ram: RamModel, page_offset: int, cache: KmemCache, addr: int, val: int, orig_size: int
+    ram: PhysMemory, page_offset: int, cache: KmemCache, addr: int, val: int, orig_size: int
 ) -> None:
     """``init_object()``: poison the object and set its red zones to ``val``."""
     poison_size = cache.object_size
@@ -98,7 +98,7 @@ def init_object(
         ram.write(phys, poison)
 
 
-def setup_slab_debug(ram: RamModel, page_offset: int, cache: KmemCache, slab: Slab) -> int:
+def setup_slab_debug(ram: PhysMemory, page_offset: int, cache: KmemCache, slab: Slab) -> int:
     """``setup_slab_debug()`` and ``setup_object_debug()`` for a new slab.
 
     Returns:
@@ -125,7 +125,7 @@ def setup_slab_debug(ram: RamModel, page_offset: int, cache: KmemCache, slab: Sl
 
 
 def check_object(
-    ram: RamModel,
+    ram: PhysMemory,
     page_offset: int,
     log: list[str],
     cache: KmemCache,
@@ -163,7 +163,7 @@ def check_object(
 
 
 def _check_bytes(
-    ram: RamModel,
+    ram: PhysMemory,
     page_offset: int,
     log: list[str],
     cache: KmemCache,

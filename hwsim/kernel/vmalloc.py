@@ -71,7 +71,7 @@ from typing import Any, NoReturn
 import attrs
 
 from ..core.actor import Actor, handles
-from ..devices.ram import RamModel
+from ..devices.ram import PhysMemory
 from ..errors import DoubleFree, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT, PAGE_SIZE
 from . import gfp as G
@@ -205,7 +205,7 @@ class VmallocAllocator:
     """
 
     def __init__(
-        self, buddy: BuddyAllocator, pagetable: KernelPageTable, layout: Layout, ram: RamModel
+        self, buddy: BuddyAllocator, pagetable: KernelPageTable, layout: Layout, ram: PhysMemory
     ) -> None:
         if not isinstance(pagetable, KernelPageTable):
             raise TypeError(f"pagetable must be a KernelPageTable, got {pagetable!r}")
