@@ -305,14 +305,19 @@ async def boot(
             "through the hwsim pytest plugin"
         )
     machine = Machine(config, tracer)
-    with unwrap_single_error():
-        async with trio.open_nursery() as nursery:
-            for unit in machine.units:
-                await nursery.start(unit.serve, name=unit.name)
-            try:
-                yield machine
-            finally:
-                if tracer is not None:
-                    for name, values in machine.stats().items():
-                        tracer.counter(name, machine.now, values)
-                nursery.cancel_scope.cancel()
+    try:
+        with unwrap_single_error():
+            async with trio.open_nursery() as nursery:
+                for unit in machine.units:
+                    await nursery.start(unit.serve, name=unit.name)
+                try:
+                    yield machine
+                finally:
+                    if tracer is not None:
+                        for name, values in machine.stats().items():
+                            tracer.counter(name, machine.now, values)
+                    nursery.cancel_scope.cancel()
+    finally:
+        # The L1s' snoop hooks tie them into a reference cycle; a stopped machine needs no
+        # coherence, and without the cycle it is freed at once rather than by the collector.
+        machine.hierarchy.detach()

@@ -17,11 +17,11 @@ def test_a_machine_boots_and_shuts_down_under_hwsim_run() -> None:
     async def main() -> tuple[int, list[str]]:
         async with hwsim.boot(hwsim.MachineConfig(cpus=3)) as m:
             names = sorted(m.stats())
-            await m.cpus[2].store(0, b"z")
+            await m.cpus[2].store(await m.kernel.kmalloc(8), b"z")
             return m.now, names
 
     now, names = hwsim.run(main)
-    assert {"cpu0", "cpu1", "cpu2", "ram", "buddy"} <= set(names)
+    assert {"cpu0", "cpu1", "cpu2", "ram", "buddy", "tlb2", "l1d2", "l2", "fault"} <= set(names)
     assert now > 0
 
 
@@ -78,8 +78,9 @@ def test_a_64_gib_machine_boots_without_allocating_its_memory() -> None:
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "async def main():\n"
         "    async with hwsim.boot(hwsim.MachineConfig(ram='64GiB')) as m:\n"
-        "        await m.cpus[0].store((64 << 30) - 8, b'top')\n"
-        "        return await m.cpus[0].load((64 << 30) - 8, 3), m.ram.model.pages_touched\n"
+        "        top = m.layout.phys_to_virt((64 << 30) - 8)\n"
+        "        await m.cpus[0].store(top, b'top')\n"
+        "        return await m.cpus[0].load(top, 3), m.ram.model.pages_touched\n"
         "print(hwsim.run(main), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
     )
     out = subprocess.run(
@@ -144,7 +145,7 @@ def test_a_finished_machine_is_freed_without_waiting_for_the_garbage_collector()
     async def main() -> None:
         async with hwsim.boot(hwsim.MachineConfig(ram="64MiB")) as m:
             await m.kernel.kmalloc(100)
-            await m.cpus[0].store(0, b"x" * 4096)
+            await m.cpus[0].store(m.layout.phys_to_virt(0x100000), b"x" * 4096)
             refs.extend(weakref.ref(o) for o in (m, m.ram.model, m.buddy.model, m.slab.model))
 
     enabled = gc.isenabled()

@@ -61,6 +61,7 @@ from collections.abc import Callable
 import attrs
 import numpy as np
 import numpy.typing as npt
+import trio
 
 from ..core.actor import Actor, handles
 from ..validate import check_int as _check_int
@@ -155,6 +156,11 @@ class CoherentHierarchy:
         if len(l1s) > 1:  # one CPU: nothing to snoop, and the plain fast paths
             for cpu, l1 in enumerate(self.l1s):
                 l1.snoop = self._snooper(cpu)
+
+    def detach(self) -> None:
+        """Remove the protocol's hooks from the L1s (they are no longer kept coherent)."""
+        for l1 in self.l1s:
+            l1.snoop = None
 
     def __repr__(self) -> str:
         below = "RAM" if self.l2 is None else self.l2.name
@@ -540,17 +546,28 @@ class Cache(Actor):
             raise TypeError(f"{self.name} is a shared level: CPUs access memory through an L1")
         return self.cpu
 
+    def _prune(self) -> None:
+        # The CPUs' misses book the RAM channel through the cache models, not the RAM
+        # actor: keep its calendar short from here (see RamModel.prune).
+        self.hierarchy.ram.prune(int(trio.current_time()))
+
     @handles(CacheLoad)
     def _load(self, msg: CacheLoad, at: int) -> tuple[bytes, int]:
-        return self.hierarchy.timed_load(self._l1(), msg.phys, msg.size, at)
+        reply = self.hierarchy.timed_load(self._l1(), msg.phys, msg.size, at)
+        self._prune()
+        return reply
 
     @handles(CacheStore)
     def _store(self, msg: CacheStore, at: int) -> tuple[None, int]:
-        return self.hierarchy.timed_store(self._l1(), msg.phys, msg.data, at)
+        reply = self.hierarchy.timed_store(self._l1(), msg.phys, msg.data, at)
+        self._prune()
+        return reply
 
     @handles(LineTrace)
     def _trace(self, msg: LineTrace, at: int) -> tuple[npt.NDArray[np.int64], int]:
-        return self.hierarchy.timed_access_lines(self._l1(), msg.lines, msg.writes, at, msg.gaps)
+        reply = self.hierarchy.timed_access_lines(self._l1(), msg.lines, msg.writes, at, msg.gaps)
+        self._prune()
+        return reply
 
     @handles(WritebackRange)
     def _writeback(self, msg: WritebackRange, at: int) -> tuple[int, int]:

@@ -471,29 +471,36 @@ class Cpu(Actor):
         self._retire(start, done)
         raise error
 
-    def _load_steps(self, addr: int, size: int, at: int) -> _Steps:
+    def _translate_steps(
+        self, addr: int, size: int, write: bool, at: int
+    ) -> Generator[_Request, Any, tuple[list[tuple[int, int, int]], int]]:
+        """Translate every page of an access before any byte moves: an access that faults
+        on its second page changes nothing (x86 faults a split access as one instruction)."""
         t = at
-        out = []
+        pieces = []
         try:
-            for va, n, _ in split_pages(addr, size):
-                phys, t = yield self.mmu, Translate(va, False), t
-                data, t = yield self.l1d, CacheLoad(phys, n), t
-                out.append(data)
+            for va, n, offset in split_pages(addr, size):
+                phys, t = yield self.mmu, Translate(va, write), t
+                pieces.append((phys, n, offset))
         except PageFault as fault:
             yield from self._fault_steps(fault, at, t)
+        return pieces, t
+
+    def _load_steps(self, addr: int, size: int, at: int) -> _Steps:
+        pieces, t = yield from self._translate_steps(addr, size, False, at)
+        out = []
+        for phys, n, _ in pieces:
+            data, t = yield self.l1d, CacheLoad(phys, n), t
+            out.append(data)
         self.loads += 1
         self.bytes_loaded += size
         self._retire(at, t)
         return b"".join(out), t
 
     def _store_steps(self, addr: int, data: bytes, at: int) -> _Steps:
-        t = at
-        try:
-            for va, n, offset in split_pages(addr, len(data)):
-                phys, t = yield self.mmu, Translate(va, True), t
-                _, t = yield self.l1d, CacheStore(phys, data[offset : offset + n]), t
-        except PageFault as fault:
-            yield from self._fault_steps(fault, at, t)
+        pieces, t = yield from self._translate_steps(addr, len(data), True, at)
+        for phys, n, offset in pieces:
+            _, t = yield self.l1d, CacheStore(phys, data[offset : offset + n]), t
         self.stores += 1
         self.bytes_stored += len(data)
         self._retire(at, t)

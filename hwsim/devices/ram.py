@@ -417,6 +417,7 @@ class RamModel:
     bytes_written: int = 0
     busy_cycles: int = 0
     _pages: dict[int, npt.NDArray[np.uint8]] = attrs.Factory(dict)
+    _prune_at: int = 0
 
     # ------------------------------------------------------------------ checks
 
@@ -486,6 +487,16 @@ class RamModel:
         self.busy_cycles += transfer
         self.queued_cycles += delay
         return at + delay + transfer + self.latency
+
+    def prune(self, now: int, keep: int = 4096) -> None:
+        """Keep the calendar short: once it holds more than ``keep`` intervals (or twice
+        what was left after the last pruning), forget the transfers that ended before
+        ``now``. Every requester calls this with the current virtual time, before which
+        nothing is ever issued in timing mode, so no result changes."""
+        calendar = self.calendar
+        if len(calendar) > max(keep, self._prune_at):
+            calendar.forget_before(now)
+            self._prune_at = 2 * len(calendar)
 
     def forget_before(self, cycle: int) -> int:
         """Forget the channel's transfers that ended by ``cycle``; return how many.
@@ -591,10 +602,8 @@ class BurstPhys:
 class Ram(Actor):
     """The RAM unit's actor: answers ReadPhys, WritePhys and BurstPhys with the model.
 
-    It keeps the channel's calendar short: once it holds more than ``prune_above``
-    intervals (or twice what was left after the last pruning), the transfers that ended
-    before the current virtual time are forgotten. No request is issued in the past in
-    timing mode, so this changes no result.
+    It keeps the channel's calendar short (:meth:`RamModel.prune`, above ``prune_above``
+    intervals), as the cache units do for the CPUs' traffic.
     """
 
     prune_above = 4096
@@ -602,13 +611,9 @@ class Ram(Actor):
     def __init__(self, model: RamModel, **kwargs: object) -> None:
         super().__init__("ram", **kwargs)  # type: ignore[arg-type]
         self.model = model
-        self._prune_at = self.prune_above
 
     def _prune(self) -> None:
-        calendar = self.model.calendar
-        if len(calendar) > self._prune_at:
-            calendar.forget_before(int(trio.current_time()))
-            self._prune_at = max(self.prune_above, 2 * len(calendar))
+        self.model.prune(int(trio.current_time()), self.prune_above)
 
     @handles(ReadPhys)
     def _read(self, msg: ReadPhys, at: int) -> tuple[bytes, int]:

@@ -1,4 +1,4 @@
-"""The CPU unit: loads/stores at physical addresses, batches, atomic twins."""
+"""The CPU unit: loads and stores at virtual addresses through the MMU and the caches."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import pytest
 import trio
 
 import hwsim
+from hwsim.devices.mmu import NOT_PRESENT, WRITE_TO_READ_ONLY
+from hwsim.kernel.fault import GUARD_PAGE
+from hwsim.kernel.pagetable import PAGE_KERNEL
 
 
 @pytest.mark.machine(cpus=1)
@@ -14,26 +17,131 @@ async def test_a_load_returns_what_a_store_wrote_and_time_advances_by_the_latenc
     machine: hwsim.Machine,
 ) -> None:
     cpu = machine.cpus[0]
-    await cpu.store(0x2000, b"hello")
+    buf = await machine.kernel.kmalloc(64)
+    start = machine.now
+    await cpu.store(buf, b"hello")
     after_store = machine.now
-    assert await cpu.load(0x2000, 5) == b"hello"
+    assert await cpu.load(buf, 5) == b"hello"
     lat = machine.config.latency
-    assert after_store == lat.ram + 1
-    assert machine.now - after_store == lat.ram + 1
-    assert cpu.statistics().cycles == machine.now
+    assert machine.now - after_store == lat.tlb + lat.l1  # a TLB hit and an L1 hit
+    assert cpu.statistics().cycles == machine.now - start
 
 
 @pytest.mark.machine(cpus=1)
-async def test_an_access_beyond_ram_raises_and_the_machine_keeps_running(
+async def test_a_first_touch_walks_the_page_tables_through_the_l1(
+    machine: hwsim.Machine,
+) -> None:
+    buf = await machine.kernel.kmalloc(64)
+    before = machine.stats()
+    await machine.cpus[0].load(buf, 8)
+    after = machine.stats()
+    assert after["tlb0"]["walks"] - before["tlb0"]["walks"] == 1
+    # PGD, PUD and PMD entries (a 2 MiB direct-map page), then the data line.
+    assert after["l1d0"]["loads"] - before["l1d0"]["loads"] == 4
+    assert after["tlb0"]["walk_cycles"] > 0
+
+
+@pytest.mark.machine(cpus=1, tlb=hwsim.TlbConfig(walk_through_caches=False))
+async def test_a_walker_that_bypasses_the_caches_reads_ram(machine: hwsim.Machine) -> None:
+    buf = await machine.kernel.kmalloc(64)
+    before = machine.stats()
+    await machine.cpus[0].load(buf, 8)
+    after = machine.stats()
+    assert after["l1d0"]["loads"] - before["l1d0"]["loads"] == 1
+    # Three entries read from RAM by the walker, then the data line's fill.
+    assert after["ram"]["reads"] - before["ram"]["reads"] == 3 + 1
+    assert after["tlb0"]["walks"] - before["tlb0"]["walks"] == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_an_unmapped_address_raises_a_segmentation_fault_and_the_machine_keeps_running(
     machine: hwsim.Machine,
 ) -> None:
     cpu = machine.cpus[0]
     with pytest.raises(hwsim.SegmentationFault) as info:
-        await cpu.load(machine.config.ram - 2, 4)
-    assert info.value.address == machine.config.ram
+        await cpu.load(0x1000, 4)  # a physical-looking address: nothing maps it
+    assert info.value.address == 0x1000
+    assert info.value.reason == NOT_PRESENT  # type: ignore[attr-defined]
+    assert "not-present page" in str(info.value)
     assert cpu.statistics().loads == 0
-    await cpu.store(0, b"ok")
-    assert await cpu.load(0, 2) == b"ok"
+    assert cpu.statistics().faults == 1
+    assert machine.stats()["fault"]["not_present"] == 1
+    buf = await machine.kernel.kmalloc(8)
+    await cpu.store(buf, b"ok")
+    assert await cpu.load(buf, 2) == b"ok"
+
+
+@pytest.mark.machine(cpus=1)
+async def test_an_access_past_a_vmalloc_buffer_hits_its_guard_page(
+    machine: hwsim.Machine,
+) -> None:
+    cpu = machine.cpus[0]
+    buf = await machine.kernel.vmalloc(8192)
+    await cpu.store(buf + 8191, b"x")
+    with pytest.raises(hwsim.SegmentationFault, match="guard page after the vmalloc area") as info:
+        await cpu.store(buf + 8192, b"y")
+    assert info.value.reason == GUARD_PAGE  # type: ignore[attr-defined]
+    assert info.value.address == buf + 8192
+    assert machine.stats()["fault"]["guard_page"] == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_store_that_crosses_into_the_guard_page_changes_nothing(
+    machine: hwsim.Machine,
+) -> None:
+    cpu = machine.cpus[0]
+    buf = await machine.kernel.vmalloc(4096)
+    await cpu.store(buf + 4088, b"AAAAAAAA")
+    with pytest.raises(hwsim.SegmentationFault, match="guard page"):
+        await cpu.store(buf + 4092, b"BBBBBBBB")  # 4 bytes in the page, 4 in the guard
+    assert await cpu.load(buf + 4088, 8) == b"AAAAAAAA"
+    assert cpu.statistics().stores == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_write_to_a_read_only_page_faults_and_a_read_does_not(
+    machine: hwsim.Machine,
+) -> None:
+    cpu = machine.cpus[0]
+    pfn = await machine.kernel.alloc_pages(0)
+    va = machine.layout.vmalloc_end - (64 << 20)  # far from any vmalloc area
+    machine.pagetable.map_page(va, pfn, PAGE_KERNEL & ~0x2)  # PAGE_KERNEL_RO
+    cpu.poke(machine.layout.phys_to_virt(pfn << 12), b"read me")  # through the direct map
+    assert await cpu.load(va, 7) == b"read me"
+    with pytest.raises(hwsim.SegmentationFault, match="permissions violation") as info:
+        await cpu.store(va, b"no")
+    assert info.value.reason == WRITE_TO_READ_ONLY  # type: ignore[attr-defined]
+    assert machine.stats()["fault"]["permission"] == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_an_access_across_a_page_boundary_lands_in_both_physical_pages(
+    machine: hwsim.Machine,
+) -> None:
+    cpu = machine.cpus[0]
+    buf = await machine.kernel.vmalloc(8192)
+    await cpu.store(buf + 4092, b"ABCDEFGH")
+    assert await cpu.load(buf + 4092, 8) == b"ABCDEFGH"
+    first = await machine.kernel.vmalloc_to_pfn(buf)
+    second = await machine.kernel.vmalloc_to_pfn(buf + 4096)
+    assert second != first + 1 or True  # contiguity is not promised either way
+    assert machine.hierarchy.read((first << 12) + 4092, 4) == b"ABCD"
+    assert machine.hierarchy.read(second << 12, 4) == b"EFGH"
+    assert cpu.statistics().loads == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_an_access_across_cache_lines_counts_each_line(machine: hwsim.Machine) -> None:
+    cpu = machine.cpus[0]
+    buf = await machine.kernel.kmalloc(256)
+    await cpu.load(buf, 8)  # warm the TLB
+    before = machine.stats()["l1d0"]
+    await cpu.load(buf + 60, 8)  # two lines
+    after = machine.stats()["l1d0"]
+    lines = (after["load_hits"] + after["load_misses"]) - (
+        before["load_hits"] + before["load_misses"]
+    )
+    assert lines == 2
 
 
 @pytest.mark.parametrize(
@@ -49,6 +157,16 @@ async def test_bad_load_arguments_raise_clear_errors(
 
 
 @pytest.mark.machine(cpus=1)
+async def test_negative_and_wrapping_addresses_are_refused(machine: hwsim.Machine) -> None:
+    cpu = machine.cpus[0]
+    with pytest.raises(ValueError, match="negative"):
+        await cpu.load(-8, 8)
+    with pytest.raises(ValueError, match="past the end of the address space"):
+        await cpu.load((1 << 64) - 4, 8)
+    assert cpu.statistics() == hwsim.devices.cpu.CpuStatistics(0, 0, 0, 0, 0, 0)
+
+
+@pytest.mark.machine(cpus=1)
 async def test_storing_nothing_or_not_bytes_is_refused(machine: hwsim.Machine) -> None:
     with pytest.raises(ValueError, match="zero bytes"):
         await machine.cpus[0].store(0, b"")
@@ -56,71 +174,167 @@ async def test_storing_nothing_or_not_bytes_is_refused(machine: hwsim.Machine) -
         await machine.cpus[0].store(0, "text")  # type: ignore[arg-type]
 
 
+async def _mixed_workload(m: hwsim.Machine, timing: bool) -> list[object]:
+    """Loads, stores and batches over a kmalloc and a vmalloc buffer."""
+    cpu = m.cpus[0]
+    k = await m.kernel.kmalloc(64 << 10)
+    v = await m.kernel.vmalloc(64 << 10)
+    rng = np.random.default_rng(5)
+    out: list[object] = []
+    for i in range(120):
+        base = k if i % 2 else v
+        addr = base + int(rng.integers(0, (64 << 10) // 8)) * 8
+        write = bool(rng.random() < 0.4)
+        if i % 30 == 29:
+            offsets = rng.integers(0, (64 << 10) // 64, 500) * 64
+            writes = rng.random(500) < 0.3
+            r = (
+                await cpu.access(offsets, 8, writes, base=base)
+                if timing
+                else cpu.access_nowait(offsets, 8, writes, base=base)
+            )
+            out.append(r.latencies.tolist())
+        elif write:
+            data = addr.to_bytes(8, "little")
+            if timing:
+                await cpu.store(addr, data)
+            else:
+                cpu.store_nowait(addr, data)
+        else:
+            out.append(await cpu.load(addr, 8) if timing else cpu.load_nowait(addr, 8))
+    return out
+
+
+def _counts(m: hwsim.Machine) -> dict[str, dict[str, int]]:
+    return {k: v for k, v in m.stats().items() if k in ("cpu0", "tlb0", "mmu0", "l1d0", "l2")}
+
+
+def test_atomic_mode_gives_the_same_data_counts_and_cycles_as_timing_mode() -> None:
+    config = hwsim.MachineConfig(cpus=1)
+
+    async def run(timing: bool) -> tuple[list[object], dict[str, dict[str, int]], int, int]:
+        async with hwsim.boot(config) as m:
+            data = await _mixed_workload(m, timing)
+            return data, _counts(m), m.cpus[0].statistics().cycles, m.now
+
+    t_data, t_counts, t_cycles, t_now = hwsim.run(run, True)
+    a_data, a_counts, a_cycles, a_now = hwsim.run(run, False)
+    assert a_data == t_data
+    assert a_counts == t_counts
+    assert a_cycles == t_cycles
+    assert t_now > 0
+    assert a_now < t_now  # atomic mode leaves global virtual time behind
+
+
 @pytest.mark.machine(cpus=1)
 async def test_a_batched_trace_costs_what_the_same_accesses_cost_one_by_one(
     machine: hwsim.Machine,
 ) -> None:
     cpu = machine.cpus[0]
-    addrs = np.arange(0, 64 * 64, 64)
-    start = machine.now
-    for addr in addrs[:32]:
-        await cpu.load(int(addr), 8)
-    one_by_one = machine.now - start
-    result = await cpu.access(addrs[32:], 8)
-    assert result.cycles == one_by_one
-    assert machine.now == result.done
-    assert result.latencies.shape == (32,)
-    assert result.summary()["accesses"] == 32
+    k = await machine.kernel.kmalloc(32 << 10)
+    v = await machine.kernel.vmalloc(32 << 10)
+    offsets = np.arange(0, 32 << 10, 256)
+    results = []
+    for base in (k, v):
+        before = _counts(machine)
+        start = machine.now
+        for off in offsets:
+            await cpu.load(base + int(off), 8)
+        one_by_one = (machine.now - start, _delta(before, _counts(machine)))
+        before = _counts(machine)
+        # The same trace again, from the same state: flush so that both runs start cold.
+        machine.hierarchy.flush_all()
+        machine.hierarchy.invalidate_range(0, machine.config.ram)
+        machine.mmus[0].model.tlb.flush_all(include_global=True)
+        results.append(one_by_one)
+        result = await cpu.access(offsets, 8, base=base)
+        batched = (result.cycles, _delta(before, _counts(machine)))
+        assert batched[0] == one_by_one[0]
+        for unit in ("l1d0", "l2"):
+            assert batched[1][unit] == one_by_one[1][unit], unit
+        for key in ("hits", "misses", "walks", "walk_cycles", "evictions"):
+            assert batched[1]["tlb0"][key] == one_by_one[1]["tlb0"][key], key
+        assert result.tlb_misses == one_by_one[1]["tlb0"]["walks"]
+        assert machine.now == result.done
+        machine.hierarchy.flush_all()
+        machine.hierarchy.invalidate_range(0, machine.config.ram)
+        machine.mmus[0].model.tlb.flush_all(include_global=True)
+    assert results[1][1]["tlb0"]["walks"] > results[0][1]["tlb0"]["walks"]
+
+
+def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict:  # type: ignore[type-arg]
+    return {u: {k: after[u][k] - before[u][k] for k in after[u]} for u in after}
 
 
 @pytest.mark.machine(cpus=1)
-async def test_atomic_mode_gives_the_same_data_counts_and_cycles_as_timing_mode(
+async def test_a_batch_that_faults_names_the_access_and_keeps_what_came_before(
     machine: hwsim.Machine,
 ) -> None:
     cpu = machine.cpus[0]
-    rng = np.random.default_rng(5)
-    ops = [
-        (int(a) * 8, bool(w))
-        for a, w in zip(rng.integers(0, 4096, 200), rng.random(200) < 0.4, strict=True)
-    ]
-    timing_data = []
-    for addr, write in ops:
-        if write:
-            await cpu.store(addr, addr.to_bytes(8, "little"))
-        else:
-            timing_data.append(await cpu.load(addr, 8))
-    timing = (cpu.statistics(), machine.ram.statistics())
-    timing_elapsed = machine.now
-
-    async with hwsim.boot(machine.config) as other:
-        cpu2 = other.cpus[0]
-        atomic_data = []
-        for addr, write in ops:
-            if write:
-                cpu2.store_nowait(addr, addr.to_bytes(8, "little"))
-            else:
-                atomic_data.append(cpu2.load_nowait(addr, 8))
-        assert other.now == timing_elapsed  # the clock moved only during the timing half
-        assert atomic_data == timing_data
-        assert (cpu2.statistics(), other.ram.statistics()) == timing
-        assert cpu2.cycle == 2 * timing_elapsed  # its own clock ran the same span again
+    buf = await machine.kernel.vmalloc(4096)
+    with pytest.raises(hwsim.SegmentationFault, match="guard page") as info:
+        await cpu.access(np.arange(0, 8192, 512), 8, True, base=buf)
+    assert info.value.index == 8  # type: ignore[attr-defined]
+    assert cpu.statistics().stores == 8
+    assert cpu.statistics().faults == 1
 
 
 @pytest.mark.machine(cpus=2)
 async def test_two_cpus_streaming_at_once_queue_for_the_memory_channel(
     machine: hwsim.Machine,
 ) -> None:
-    addrs = np.arange(0, 1 << 16, 64)
-    alone = (await machine.cpus[0].access(addrs, 64)).cycles
+    bufs = [await machine.kernel.kmalloc(1 << 20) for _ in range(3)]
+    offsets = np.arange(0, 1 << 20, 64)
+    alone = (await machine.cpus[0].access(offsets, 64, base=bufs[0])).cycles
     results: list[int] = []
 
     async def stream(i: int) -> None:
-        results.append((await machine.cpus[i].access(addrs, 64)).cycles)
+        results.append((await machine.cpus[i].access(offsets, 64, base=bufs[1 + i])).cycles)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream, 0)
         nursery.start_soon(stream, 1)
     assert max(results) > alone
+    assert machine.stats()["ram"]["queued_cycles"] > 0
+
+
+@pytest.mark.machine(cpus=2)
+async def test_a_store_on_one_cpu_is_seen_by_the_other(machine: hwsim.Machine) -> None:
+    buf = await machine.kernel.kmalloc(64)
+    await machine.cpus[0].store(buf, b"ping")
+    assert await machine.cpus[1].load(buf, 4) == b"ping"
+    assert machine.stats()["coherence"]["cache_to_cache"] == 1
+
+
+@pytest.mark.machine(cpus=2)
+async def test_vfree_shoots_down_every_cpus_tlb_entry(machine: hwsim.Machine) -> None:
+    buf = await machine.kernel.vmalloc(4096)
+    for cpu in machine.cpus:
+        await cpu.load(buf, 8)  # both TLBs now translate the page
+    await machine.kernel.vfree(buf)
+    for cpu in machine.cpus:
+        with pytest.raises(hwsim.SegmentationFault, match="not-present page"):
+            await cpu.load(buf, 8)
+    assert all(machine.stats()[f"tlb{i}"]["invlpgs"] >= 1 for i in range(2))
+
+
+@pytest.mark.machine(cpus=1)
+async def test_peek_and_poke_touch_neither_statistics_nor_time(machine: hwsim.Machine) -> None:
+    cpu = machine.cpus[0]
+    buf = await machine.kernel.vmalloc(8192)
+    await cpu.store(buf + 100, b"cached")  # dirty in the L1
+    before, now = machine.stats(), machine.now
+    assert cpu.peek(buf + 100, 6) == b"cached"
+    cpu.poke(buf + 4094, b"span")  # across two pages
+    assert cpu.peek(buf + 4094, 4) == b"span"
+    after = machine.stats()
+    # RAM's host storage grew by a page (pages_touched): host bookkeeping, not simulation.
+    del before["ram"]["pages_touched"], after["ram"]["pages_touched"]
+    assert after == before
+    assert machine.now == now
+    assert await cpu.load(buf + 4094, 4) == b"span"
+    with pytest.raises(hwsim.SegmentationFault, match="guard page"):
+        cpu.peek(buf + 8192, 1)
 
 
 @pytest.mark.machine(cpus=1)
@@ -132,9 +346,14 @@ async def test_batched_arguments_are_validated(machine: hwsim.Machine) -> None:
         await cpu.access([0.5, 1.5])
     with pytest.raises(ValueError, match="positive"):
         await cpu.access([0, 64], sizes=[8, 0])
+    with pytest.raises(ValueError, match="negative"):
+        await cpu.access([-64, 0])
+    with pytest.raises(TypeError, match="bools"):
+        await cpu.access([0, 64], writes=[1, 0])
     with pytest.raises(hwsim.SegmentationFault):
-        await cpu.access([0, machine.config.ram])
+        await cpu.access([0, 64])  # nothing maps low virtual addresses
     assert cpu.statistics().loads == 0
+    assert (await cpu.access([])).accesses == 0
 
 
 @pytest.mark.machine(cpus=1, quantum=10_000)
@@ -142,12 +361,15 @@ async def test_with_a_quantum_a_cpu_runs_ahead_of_virtual_time_and_syncs_when_it
     machine: hwsim.Machine,
 ) -> None:
     cpu = machine.cpus[0]
-    for i in range(50):  # 50 loads of ~101 cycles: 5050 cycles, inside one quantum
-        await cpu.load(i * 64, 8)
-    assert machine.now == 0
-    assert cpu.cycle == 50 * 101
-    for i in range(100):  # crossing the quantum makes virtual time catch up
-        await cpu.load(i * 64, 8)
-    assert cpu.cycle == 150 * 101
-    assert 0 < machine.now <= cpu.cycle
-    assert cpu.statistics().cycles == 150 * 101  # the same cycles as with quantum 0
+    buf = await machine.kernel.kmalloc(64 << 10)
+    start = machine.now
+    assert cpu.cycle > start  # kmalloc's own cycles, run ahead too
+    start_cycles = cpu.statistics().cycles
+    await cpu.load(buf, 8)  # the walk and the first miss
+    for i in range(1, 50):  # more loads, all inside one quantum
+        await cpu.load(buf + i * 64, 8)
+    assert machine.now == start
+    assert cpu.statistics().cycles > start_cycles
+    for i in range(50, 400):  # crossing the quantum makes virtual time catch up
+        await cpu.load(buf + i * 64, 8)
+    assert start < machine.now <= cpu.cycle

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwsim
-from hwsim.devices.ram import ChannelCalendar, RamModel
+from hwsim.devices.ram import BurstPhys, ChannelCalendar, RamModel
 
 
 def test_untouched_memory_reads_as_zeros_and_costs_no_pages() -> None:
@@ -334,8 +334,10 @@ async def test_the_ram_actor_forgets_transfers_that_ended_before_now(
     machine: hwsim.Machine,
 ) -> None:
     addrs = np.arange(5000, dtype=np.int64) * 64
+    burst = BurstPhys(addrs, np.full(5000, 64, dtype=np.int64), np.zeros(5000, dtype=np.bool_))
     for _ in range(3):
-        await machine.cpus[0].access(addrs, 64)
+        _, done = await machine.ram.call(burst)
+        await hwsim.sleep_until(done)
     # The third burst found 10 000 transfers booked, all in the past: they were dropped.
     assert len(machine.ram.model.calendar) == 5000
     assert machine.stats()["ram"]["queued_cycles"] == 0
