@@ -247,23 +247,83 @@ class CacheModel:
         """
         addrs, writes = self._check_trace(line_addrs, is_write)
         _check_int("a cycle", at)
-        gap: list[int] | None = None
+        n = len(addrs)
         if gaps is not None:
             if not isinstance(gaps, np.ndarray) or gaps.dtype.kind not in "iu":
                 raise TypeError(f"gaps must be a numpy integer array, got {gaps!r}")
             if gaps.shape != addrs.shape:
                 raise ValueError(f"gaps has shape {gaps.shape}, the trace {addrs.shape}")
-            if len(gaps) and int(gaps.min()) < 0:
+            if n and int(gaps.min()) < 0:
                 raise ValueError(f"gaps must be >= 0, got {int(gaps.min())}")
-            gap = gaps.tolist()
+            gaps = gaps.astype(np.int64, copy=False)
+        if self.snoop is not None or not self._write_back or n < 2:
+            return self._chain(addrs, writes, gaps, None, None, at)
+        # An access to the line the previous access touched is a hit that changes nothing
+        # but the dirty bit (the line is already the most recent of its set): only the first
+        # access of each run of one line goes through the loop; the others are summed up.
+        lns = addrs >> self._shift
+        rep = np.zeros(n, dtype=np.bool_)
+        np.equal(lns[1:], lns[:-1], out=rep[1:])
+        if not rep.any():
+            return self._chain(addrs, writes, gaps, None, None, at)
+        each = np.full(n, self.latency, dtype=np.int64)
+        if gaps is not None:
+            each += gaps
+        heads = np.flatnonzero(~rep)
+        rep_cost = np.where(rep, each, 0)
+        rep_writes = rep & writes
+        tails = np.add.reduceat(rep_cost, heads)
+        tail_writes = np.add.reduceat(rep_writes.astype(np.int64), heads) > 0
+        head_lat, done = self._chain(
+            addrs[heads],
+            writes[heads],
+            None if gaps is None else gaps[heads],
+            tails,
+            tail_writes,
+            at,
+        )
+        latencies = each
+        latencies[heads] = head_lat
+        stores = int(rep_writes.sum())
+        loads = int(rep.sum()) - stores
+        self._loads += loads
+        self._stores += stores
+        self._load_hits += loads
+        self._store_hits += stores
+        return latencies, done
+
+    def _chain(
+        self,
+        addrs: npt.NDArray[np.int64],
+        writes: npt.NDArray[np.bool_],
+        gaps: npt.NDArray[np.int64] | None,
+        tails: npt.NDArray[np.int64] | None,
+        tail_writes: npt.NDArray[np.bool_] | None,
+        at: int,
+    ) -> tuple[npt.NDArray[np.int64], int]:
+        """The loop of :meth:`timed_access_lines`: access ``i`` is issued when access
+        ``i - 1`` (and its ``tails[i - 1]`` cycles of repeats) completed."""
+        gap = None if gaps is None else gaps.tolist()
+        tail = None if tails is None else tails.tolist()
+        tail_w = None if tail_writes is None else tail_writes.tolist()
         latencies = [0] * len(addrs)
         shift, line, t, snoop = self._shift, self.line, at, self.snoop
-        # The hit path inlined (write-back caches without a snoop hook): most accesses.
+        # The hit path, and the miss path of an LRU/FIFO write-back level, inlined (write-back
+        # caches without a snoop hook: the common case).
         fast = snoop is None and self._write_back
-        tags, mask, lat, dirty = self._tags, self._mask, self.latency, self._dirty
+        inline_miss = fast and self._policy != "random"
+        tags, mask, lat, dirty, loaded = (
+            self._tags,
+            self._mask,
+            self.latency,
+            self._dirty,
+            self._loaded,
+        )
+        free, line_of = self._free, self._line_of
+        nxt = self.next_level
         lru = self._policy == "lru"
         lru_store = lru and self._lru_on_store
-        lh = sh = 0
+        lh = sh = lm = sm = ev = 0
         for i, (addr, write) in enumerate(zip(addrs.tolist(), writes.tolist(), strict=True)):
             issue = t
             if gap is not None:
@@ -284,8 +344,51 @@ class CacheModel:
                             d[ln] = d.pop(ln)
                     t += lat
                     latencies[i] = t - issue
-                    continue
-            elif snoop is not None:
+                elif inline_miss:
+                    # _fetch and _install inlined: the fill from below, then the victim.
+                    if write:
+                        sm += 1
+                    else:
+                        lm += 1
+                    t += lat
+                    if nxt is not None:
+                        nxt._loads += 1
+                        done = nxt._fetch((ln << shift) >> nxt._shift, False, t)[1]
+                    else:
+                        done = self.ram.timed_read(ln << shift, line, t)[1]
+                    assert done is not None
+                    f = free[ln & mask]
+                    if f:
+                        slot = f.pop()
+                    else:
+                        victim = next(iter(d))
+                        slot = d.pop(victim)
+                        ev += 1
+                        if dirty[slot]:
+                            self._writeback(victim, slot, t)
+                    d[ln] = slot
+                    line_of[slot] = ln
+                    loaded[slot] = 0
+                    dirty[slot] = write
+                    latencies[i] = done - issue
+                    t = done
+                else:
+                    if write:
+                        self._stores += 1
+                        done = self._line_store(ln << shift, line, None, t)
+                    else:
+                        self._loads += 1
+                        done = self._fetch(ln, False, t)[1]
+                    assert done is not None
+                    latencies[i] = done - issue
+                    t = done
+                    slot = tags[ln & mask][ln]
+                if tail is not None and tail[i]:
+                    t += tail[i]
+                    if tail_w is not None and tail_w[i]:
+                        dirty[slot] = 1
+                continue
+            if snoop is not None:
                 t = snoop(ln, write, t) or t  # a timed snoop returns a cycle
             if write:
                 self._stores += 1
@@ -296,10 +399,13 @@ class CacheModel:
             assert done is not None
             latencies[i] = done - issue
             t = done
-        self._loads += lh
-        self._stores += sh
+        self._loads += lh + lm
+        self._stores += sh + sm
         self._load_hits += lh
         self._store_hits += sh
+        self._load_misses += lm
+        self._store_misses += sm
+        self._evictions += ev
         return np.array(latencies, dtype=np.int64), t
 
     def contains(self, phys: int) -> bool:

@@ -711,6 +711,11 @@ class MmuModel:
         run_lat: list[int] = []
         access = self._access
         tail_hits = 0
+        # Kernel-mode runs without PCID first try the TLB's hit path (one call, nothing
+        # changed on a miss); a write needs RW, and DIRTY when the MMU sets it.
+        hit_for = None if user or self.tlb.pcid else self.tlb.hit_for
+        w_required = _PAGE_RW | (_PAGE_DIRTY if self.set_accessed_dirty else 0)
+        tlb_latency = self.tlb_latency
         self._walk_log = walk_log
         try:
             for i, (v, wr, length, first) in enumerate(
@@ -723,6 +728,13 @@ class MmuModel:
                 )
             ):
                 self._walk_pos = first
+                if hit_for is not None:
+                    e = hit_for(v, 0, w_required if wr else 0)
+                    if e is not None:
+                        run_phys.append(e.phys + (v - e.vaddr))
+                        run_lat.append(tlb_latency)
+                        tail_hits += length - 1
+                        continue
                 try:
                     phys, lat, _ = access(v, wr, user, False, None)
                 except PageFault as fault:

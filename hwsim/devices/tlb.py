@@ -282,6 +282,32 @@ class TlbModel:
         self.hits += 1
         return e
 
+    def hit_for(self, vaddr: int, forbidden: int, required: int) -> TlbEntry | None:
+        """The fast path of a kernel-mode lookup without PCID: the entry translating
+        ``vaddr`` if there is one whose flags have none of ``forbidden`` and all of
+        ``required`` - then counted as a hit (LRU updated) - else None, and nothing is
+        counted or changed: the caller then takes the full path (:meth:`lookup`).
+
+        ``vaddr`` must be a valid address (not checked: this is the per-access path of
+        :meth:`~hwsim.devices.mmu.MmuModel.translate_many`).
+        """
+        sets, nr_sets = self._sets, self.nr_sets
+        for shift, code in self._active:
+            vpn = vaddr >> shift
+            s = sets[vpn % nr_sets]
+            key = (vpn << _PAGE_BITS) | (code << _TAG_BITS) | 1
+            e = s.get(key)
+            if e is not None:
+                flags = e.flags
+                if flags & forbidden or flags & required != required:
+                    return None
+                if self._lru:
+                    del s[key]
+                    s[key] = e
+                self.hits += 1
+                return e
+        return None
+
     def probe(self, vaddr: int, asid: int = 0) -> TlbEntry | None:
         """Like :meth:`lookup` but changes nothing: no statistics, no LRU update."""
         found = self._find(check_vaddr(vaddr), self._tag(asid))

@@ -523,3 +523,35 @@ def test_levels_must_share_ram_and_lines_may_only_grow_towards_it() -> None:
         CacheModel("L1", TINY, next_level=l2, ram=ram, latency=4)
     with pytest.raises(ValueError, match="uses another RAM"):
         CacheModel("L1", TINY, next_level=l2, ram=RamModel(size=RAM), latency=4)
+
+
+@pytest.mark.parametrize("replacement", ["lru", "fifo", "random"])
+@pytest.mark.parametrize("with_l2", [True, False])
+def test_batched_runs_of_one_line_and_gaps_cost_what_they_cost_one_by_one(
+    replacement: str, with_l2: bool
+) -> None:
+    # Sequential accesses make runs of one line, which the batch sums up instead of looping.
+    configs = (CacheConfig(size=512, ways=2, replacement=replacement),)
+    if with_l2:
+        configs += (CacheConfig(size=2048, ways=4),)
+    rng = np.random.default_rng(11)
+    lines = rng.integers(0, 1 << 14, 700) & ~63
+    addrs = np.repeat(lines, rng.integers(1, 6, 700)) + rng.integers(0, 8, 1) * 8
+    writes = rng.random(len(addrs)) < 0.3
+    gaps = rng.integers(0, 3, len(addrs))
+    batched, _ = hierarchy(*configs, seed=3)
+    latencies, done = batched[0].timed_access_lines(addrs, writes, 500, gaps)
+    single, _ = hierarchy(*configs, seed=3)
+    t, expected = 500, []
+    for addr, write, gap in zip(addrs.tolist(), writes.tolist(), gaps.tolist(), strict=True):
+        issue, t = t, t + gap
+        if write:
+            _, t = single[0].timed_store(addr & ~63, bytes(64), t)
+        else:
+            _, t = single[0].timed_load(addr, 1, t)
+        expected.append(t - issue)
+    assert latencies.tolist() == expected
+    assert done == t
+    assert [c.statistics() for c in batched] == [c.statistics() for c in single]
+    # The same lines are dirty: flushing writes back as many.
+    assert batched[0].flush_all() == single[0].flush_all()
