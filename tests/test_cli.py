@@ -75,7 +75,7 @@ def test_run_prints_tables_and_writes_valid_json(
     assert "memory_latency.streaming" in out
     assert "cycles_per_access" in out
     assert "memory_latency.ram" in out
-    assert "106,496" in out
+    assert "16,384" in out  # the accesses of each stream
     result = json.loads(out_json.read_text())
     assert result["data_read_back_ok"] is True
     assert result["streaming"][0]["cpu"] == "cpu0"

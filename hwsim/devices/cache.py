@@ -248,6 +248,7 @@ class CacheModel:
         addrs, writes = self._check_trace(line_addrs, is_write)
         _check_int("a cycle", at)
         n = len(addrs)
+        gap64: npt.NDArray[np.int64] | None = None
         if gaps is not None:
             if not isinstance(gaps, np.ndarray) or gaps.dtype.kind not in "iu":
                 raise TypeError(f"gaps must be a numpy integer array, got {gaps!r}")
@@ -255,9 +256,10 @@ class CacheModel:
                 raise ValueError(f"gaps has shape {gaps.shape}, the trace {addrs.shape}")
             if n and int(gaps.min()) < 0:
                 raise ValueError(f"gaps must be >= 0, got {int(gaps.min())}")
-            gaps = gaps.astype(np.int64, copy=False)
+            gap64 = gaps.astype(np.int64, copy=False)
+        gaps = None  # from here on: gap64
         if self.snoop is not None or not self._write_back or n < 2:
-            return self._chain(addrs, writes, gaps, None, None, at)
+            return self._chain(addrs, writes, gap64, None, None, at)
         # An access to the line the previous access touched is a hit that changes nothing
         # but the dirty bit (the line is already the most recent of its set): only the first
         # access of each run of one line goes through the loop; the others are summed up.
@@ -265,10 +267,10 @@ class CacheModel:
         rep = np.zeros(n, dtype=np.bool_)
         np.equal(lns[1:], lns[:-1], out=rep[1:])
         if not rep.any():
-            return self._chain(addrs, writes, gaps, None, None, at)
+            return self._chain(addrs, writes, gap64, None, None, at)
         each = np.full(n, self.latency, dtype=np.int64)
-        if gaps is not None:
-            each += gaps
+        if gap64 is not None:
+            each += gap64
         heads = np.flatnonzero(~rep)
         rep_cost = np.where(rep, each, 0)
         rep_writes = rep & writes
@@ -277,7 +279,7 @@ class CacheModel:
         head_lat, done = self._chain(
             addrs[heads],
             writes[heads],
-            None if gaps is None else gaps[heads],
+            None if gap64 is None else gap64[heads],
             tails,
             tail_writes,
             at,
