@@ -251,6 +251,19 @@ class Machine:
         stats["coherence"] = attrs.asdict(self.hierarchy.statistics())
         return stats
 
+    def flush_tlb_all(self) -> int:
+        """Linux's ``flush_tlb_all()``: drop every entry of every CPU's TLB, global ones
+        included. Functional: no time passes. Returns how many entries were dropped."""
+        return sum(mmu.model.tlb.flush_all(include_global=True) for mmu in self.mmus)
+
+    def wbinvd(self) -> int:
+        """x86's ``WBINVD`` on every CPU: write every dirty line back to RAM, then empty
+        every cache. Functional: no time passes. For experiments that must start cold.
+        Returns how many dirty lines were written back."""
+        written = self.hierarchy.flush_all()
+        self.hierarchy.invalidate_range(0, self.config.ram)  # every L1, and the L2 below
+        return written
+
     def __repr__(self) -> str:
         c = self.config
         return f"<Machine {c.arch} ram={c.ram} cpus={c.cpus} at cycle {self.now}>"

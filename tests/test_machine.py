@@ -202,3 +202,21 @@ async def test_boot_rejects_a_tracer_that_is_not_a_tracer() -> None:
     with pytest.raises(TypeError, match=r"hwsim\.Tracer"):
         async with hwsim.boot(hwsim.MachineConfig(), tracer="trace.json"):  # type: ignore[arg-type]
             pass
+
+
+@pytest.mark.machine(cpus=2)
+async def test_wbinvd_and_flush_tlb_all_leave_every_cache_and_tlb_cold(
+    machine: hwsim.Machine,
+) -> None:
+    buf = await machine.kernel.kmalloc(64)
+    for cpu in machine.cpus:
+        await cpu.store(buf + 8 * cpu.index, b"x")
+    assert machine.flush_tlb_all() == 2  # one direct-map entry per CPU
+    assert machine.wbinvd() >= 1  # write-backs, L1s and L2 together
+    assert machine.wbinvd() == 0  # nothing dirty (nor cached) is left
+    assert machine.cpus[0].peek(buf, 9) == b"x" + bytes(7) + b"x"  # written back to RAM
+    before = machine.stats()
+    await machine.cpus[0].load(buf, 8)
+    after = machine.stats()
+    assert after["tlb0"]["walks"] - before["tlb0"]["walks"] == 1
+    assert after["l2"]["load_misses"] - before["l2"]["load_misses"] == 4  # 3 entries + data

@@ -243,9 +243,8 @@ async def test_a_batched_trace_costs_what_the_same_accesses_cost_one_by_one(
         one_by_one = (machine.now - start, _delta(before, _counts(machine)))
         before = _counts(machine)
         # The same trace again, from the same state: flush so that both runs start cold.
-        machine.hierarchy.flush_all()
-        machine.hierarchy.invalidate_range(0, machine.config.ram)
-        machine.mmus[0].model.tlb.flush_all(include_global=True)
+        machine.wbinvd()
+        machine.flush_tlb_all()
         results.append(one_by_one)
         result = await cpu.access(offsets, 8, base=base)
         batched = (result.cycles, _delta(before, _counts(machine)))
@@ -256,9 +255,8 @@ async def test_a_batched_trace_costs_what_the_same_accesses_cost_one_by_one(
             assert batched[1]["tlb0"][key] == one_by_one[1]["tlb0"][key], key
         assert result.tlb_misses == one_by_one[1]["tlb0"]["walks"]
         assert machine.now == result.done
-        machine.hierarchy.flush_all()
-        machine.hierarchy.invalidate_range(0, machine.config.ram)
-        machine.mmus[0].model.tlb.flush_all(include_global=True)
+        machine.wbinvd()
+        machine.flush_tlb_all()
     assert results[1][1]["tlb0"]["walks"] > results[0][1]["tlb0"]["walks"]
 
 
