@@ -20,8 +20,9 @@ Example::
 
     @pytest.mark.machine(ram="32MiB", cpus=1)
     async def test_stores_are_read_back(machine):
-        await machine.cpus[0].store(0x2000, b"abc")
-        assert await machine.cpus[0].load(0x2000, 3) == b"abc"
+        buf = await machine.kernel.kmalloc(64)
+        await machine.cpus[0].store(buf, b"abc")
+        assert await machine.cpus[0].load(buf, 3) == b"abc"
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ import hwsim
 CONFIG = hwsim.MachineConfig(cpus=1, seed=3)
 
 async def scenario(machine):
-    await machine.cpus[0].store(0x2000, b"hi")
-    data = await machine.cpus[0].load(0x2000, 2)
+    buf = await machine.kernel.kmalloc(64)
+    await machine.cpus[0].store(buf, b"hi")
+    data = await machine.cpus[0].load(buf, 2)
     return {
         "cpus": len(machine.cpus),
         "seed": machine.config.seed,
@@ -37,7 +38,7 @@ async def scenario(machine):
 RAISES = '''
 """Fails on purpose."""
 async def scenario(machine):
-    await machine.cpus[0].load(0, 8)
+    await machine.cpus[0].load(await machine.kernel.kmalloc(8), 8)
     raise ValueError("the flux capacitor is empty")
 '''
 
@@ -146,7 +147,9 @@ def test_a_custom_scenario_file_runs_with_its_config(
     assert result == {
         "cpus": 1,
         "seed": 3,
-        "now": 202,  # a 2-byte store and a 2-byte load: 101 cycles each
+        # kmalloc (573 cycles), a store that walks 3 levels and misses to RAM for each
+        # entry and the line (1 + 4 x 120), and a load that hits the TLB and the L1 (1 + 4).
+        "now": 573 + 481 + 5,
         "data": "hi",
         "numpy_int": 7,
         "rows": [{"a": 1, "b": 2.5}, {"a": 2, "b": 0.5}],
@@ -179,8 +182,16 @@ def test_trace_option_writes_a_chrome_trace(tmp_path: Path) -> None:
     assert main(["run", str(path), "--trace", str(trace)]) == 0
     events = json.loads(trace.read_text())["traceEvents"]
     slices = [e for e in events if e.get("ph") == "X" and e.get("cat") == "msg"]
-    # The store and the load, each seen by the CPU and by the RAM.
-    assert sorted(e["name"] for e in slices) == ["Load", "ReadPhys", "Store", "WritePhys"]
+    # kmalloc; the store and the load, each seen by the CPU, its MMU and its L1.
+    assert sorted(e["name"] for e in slices) == [
+        "CacheLoad",
+        "CacheStore",
+        "KmallocMsg",
+        "Load",
+        "Store",
+        "Translate",
+        "Translate",
+    ]
 
 
 def test_plot_for_a_scenario_without_plot_says_not_available_and_exits_2(
