@@ -23,6 +23,7 @@ from .errors import ActorCrashed as ActorCrashed
 from .errors import ConfigError as ConfigError
 from .errors import Deadlock as Deadlock
 from .errors import DmaFault as DmaFault
+from .errors import DmaInFlight as DmaInFlight
 from .errors import DmaMappingError as DmaMappingError
 from .errors import DoubleFree as DoubleFree
 from .errors import HwsimError as HwsimError

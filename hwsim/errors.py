@@ -44,6 +44,11 @@ class DoubleFree(InvalidFree):
     """Freeing an object or page that is already free ("Object already free")."""
 
 
+class DmaInFlight(InvalidFree):
+    """Freeing or unmapping memory that a DMA transfer still reads or writes: wait for the
+    transfer's completion (its interrupt) first. Nothing is freed."""
+
+
 class DmaMappingError(HwsimError):
     """The DMA API refused a mapping (``dma_mapping_error()`` would return true)."""
 

@@ -16,14 +16,20 @@ from .config import MachineConfig
 from .core.actor import Actor
 from .core.clock import CycleClock
 from .core.run import unwrap_single_error
+from .core.timer import Timer
 from .core.trace import Tracer
 from .devices.cache import CacheModel
 from .devices.coherence import Cache, CoherentHierarchy, WalkerPort
 from .devices.cpu import Cpu
+from .devices.dma import DmaController, DmaControllerModel
+from .devices.iommu import IommuModel
+from .devices.irq import InterruptController, InterruptControllerModel
 from .devices.mmu import Mmu, MmuModel
 from .devices.ram import Ram, RamModel
 from .devices.tlb import TlbModel
 from .kernel.buddy import BuddyAllocator, BuddyService
+from .kernel.dma_api import DmaApi, DmaDevice
+from .kernel.dma_mapping import DmaMappingService
 from .kernel.fault import FaultService, HandlePageFault, PageFaultHandler
 from .kernel.kernel import Kernel
 from .kernel.kmalloc import Kmalloc, SlabService
@@ -164,6 +170,56 @@ class Machine:
             slab, Kmalloc(slab, self.buddy.model, self.hierarchy, self.layout), tracer=tracer
         )
         self.fault = FaultService(PageFaultHandler(self.layout, self.vmalloc.model), tracer=tracer)
+        # Interrupts and DMA: the timer makes things happen at their cycle.
+        self.timer = Timer()
+        self.irq = InterruptController(
+            InterruptControllerModel(config.cpus, latency=lat.interrupt), self.timer, tracer=tracer
+        )
+        dcfg = config.dma
+        device = DmaDevice(
+            "dma",
+            dma_mask=dcfg.mask_bits,
+            scatter_gather=dcfg.scatter_gather,
+            iommu=config.iommu,
+        )
+        dma_api = DmaApi(
+            self.buddy.model,
+            self.layout,
+            ram,
+            caches=self.hierarchy,
+            vmalloc=self.vmalloc.model,
+            dma_coherent=config.dma_coherent,
+            cma=config.cma,
+            swiotlb_size=_swiotlb_size(config),
+        )
+        iommu = None
+        if config.iommu:
+            domain = dma_api.iommu_domain(device)
+            iommu = IommuModel(page_table=domain.lookup, device="0000:00:04.0")
+            domain.iotlb_flush = iommu.invalidate
+        self.dma_api = DmaMappingService(
+            dma_api,
+            self.vmalloc.model,
+            line_cycles=lat.l1,
+            bytes_per_cycle=lat.ram_bytes_per_cycle,
+            tracer=tracer,
+        )
+        self.dma = DmaController(
+            DmaControllerModel(
+                self.hierarchy,
+                channels=dcfg.channels,
+                scatter_gather=dcfg.scatter_gather,
+                mask_bits=dcfg.mask_bits,
+                bytes_per_cycle=dcfg.bytes_per_cycle,
+                coherent=config.dma_coherent,
+                iommu=iommu,
+            ),
+            self.timer,
+            self.irq,
+            irq=DMA_IRQ,
+            device=device,
+            tracer=tracer,
+        )
         entry_cost = lat.ram + -(-self.pagetable.mode.entry_size // lat.ram_bytes_per_cycle)
         self.cpus = [
             Cpu(
@@ -180,6 +236,9 @@ class Machine:
             )
             for i in range(config.cpus)
         ]
+        self.irq.cpus = self.cpus
+        for cpu in self.cpus:
+            cpu.irq_controller = self.irq
         self.proc_config = attrs.evolve(
             ProcConfig.for_arch(config.arch, cma=config.cma > 0),
             x86_pae=config.arch == "i386" and config.pae,
@@ -202,11 +261,18 @@ class Machine:
             slabinfo=self.slab.model.slabinfo,
             meminfo=sources.meminfo,
         )
+        self.proc.register("interrupts", self.irq.model.render_interrupts)
         self.kernel = Kernel(
             buddy=self.buddy,
             layout=self.layout,
             cpus=self.cpus,
-            services={"vmalloc": self.vmalloc, "slab": self.slab},
+            services={
+                "vmalloc": self.vmalloc,
+                "slab": self.slab,
+                "dma_api": self.dma_api,
+                "dma": self.dma,
+                "irq": self.irq,
+            },
         )
 
     @property
@@ -222,6 +288,9 @@ class Machine:
             self.slab,
             self.vmalloc,
             self.fault,
+            self.irq,
+            self.dma_api,
+            self.dma,
             *self.cpus,
         ]
 
@@ -251,6 +320,15 @@ class Machine:
         stats["coherence"] = attrs.asdict(self.hierarchy.statistics())
         return stats
 
+    def _teardown(self) -> None:
+        """Break the reference cycles a running machine needs (the L1s' snoop hooks, CPUs
+        and their interrupt controller) so that a stopped machine is freed at once rather
+        than by the garbage collector. Statistics stay readable."""
+        self.hierarchy.detach()
+        self.irq.cpus = ()
+        for cpu in self.cpus:
+            cpu.irq_controller = None
+
     def flush_tlb_all(self) -> int:
         """Linux's ``flush_tlb_all()``: drop every entry of every CPU's TLB, global ones
         included. Functional: no time passes. Returns how many entries were dropped."""
@@ -267,6 +345,18 @@ class Machine:
     def __repr__(self) -> str:
         c = self.config
         return f"<Machine {c.arch} ram={c.ram} cpus={c.cpus} at cycle {self.now}>"
+
+
+#: The DMA controller's interrupt line.
+DMA_IRQ = 11
+
+
+def _swiotlb_size(config: MachineConfig) -> int:
+    """swiotlb's bounce pool, as x86 sets it up (pci_swiotlb_detect): only when some RAM
+    lies beyond what a 32-bit device reaches (more than 4 GiB), then min(64 MiB, RAM / 8)."""
+    if config.ram <= 1 << 32:
+        return 0
+    return min(64 << 20, config.ram // 8)
 
 
 def _shootdown(mmus: list[MmuModel]) -> Callable[[int, int], None]:
@@ -321,6 +411,7 @@ async def boot(
     try:
         with unwrap_single_error():
             async with trio.open_nursery() as nursery:
+                await nursery.start(machine.timer.serve, name="timer")
                 for unit in machine.units:
                     await nursery.start(unit.serve, name=unit.name)
                 try:
@@ -331,6 +422,4 @@ async def boot(
                             tracer.counter(name, machine.now, values)
                     nursery.cancel_scope.cancel()
     finally:
-        # The L1s' snoop hooks tie them into a reference cycle; a stopped machine needs no
-        # coherence, and without the cycle it is freed at once rather than by the collector.
-        machine.hierarchy.detach()
+        machine._teardown()

@@ -30,6 +30,7 @@ trace has none); their lines become dirty as with any store.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -42,6 +43,7 @@ from ..core.actor import REFUSALS, Actor, handles
 from ..errors import SegmentationFault
 from .access import plan_trace, split_batch, split_pages
 from .coherence import CacheLoad, CacheStore, CoherentHierarchy, LineTrace
+from .irq import InterruptController, IrqDelivery
 from .mmu import (
     WRITE_TO_READ_ONLY,
     Mmu,
@@ -68,6 +70,19 @@ class CpuStatistics:
     bytes_stored: int
     cycles: int
     faults: int
+    interrupts: int
+
+
+#: The interrupt being handled by the current task's CPU, if any (see :func:`current_irq`).
+_current_irq: contextvars.ContextVar[IrqDelivery | None] = contextvars.ContextVar(
+    "hwsim_current_irq", default=None
+)
+
+
+def current_irq() -> IrqDelivery | None:
+    """Inside an interrupt handler: the delivery being handled (its line, the CPU it runs
+    on, when it was raised and delivered); elsewhere None."""
+    return _current_irq.get()
 
 
 @attrs.frozen(eq=False)
@@ -245,9 +260,10 @@ class Cpu(Actor):
         self._explain = explain_fault
         self.quantum = quantum
         self.walk_bypass_cycles = walk_bypass_cycles
+        self.irq_controller: InterruptController | None = None  # set by the machine
         self.cycle = 0  # the CPU's own clock: completion of its last operation
         self.loads = self.stores = self.bytes_loaded = self.bytes_stored = 0
-        self.cycles = self.faults = 0
+        self.cycles = self.faults = self.interrupts = 0
 
     def statistics(self) -> CpuStatistics:
         return CpuStatistics(
@@ -257,6 +273,7 @@ class Cpu(Actor):
             bytes_stored=self.bytes_stored,
             cycles=self.cycles,
             faults=self.faults,
+            interrupts=self.interrupts,
         )
 
     @property
@@ -300,7 +317,11 @@ class Cpu(Actor):
             ValueError, TypeError: a non-positive size or a malformed address.
         """
         size = _check_size(size)
-        data, done = await self.call(Load(self._check_range(addr, size), size))
+        va = self._check_range(addr, size)
+        if self._on_this_cpu():
+            data, done = await self._drive(self._load_steps(va, size, self.issue_cycle()))
+        else:
+            data, done = await self.call(Load(va, size))
         await self.sync(done)
         return data  # type: ignore[no-any-return]
 
@@ -311,7 +332,11 @@ class Cpu(Actor):
             SegmentationFault: as :meth:`load`, or a read-only page.
         """
         raw = _check_data(data)
-        _, done = await self.call(Store(self._check_range(addr, len(raw)), raw))
+        va = self._check_range(addr, len(raw))
+        if self._on_this_cpu():
+            _, done = await self._drive(self._store_steps(va, raw, self.issue_cycle()))
+        else:
+            _, done = await self.call(Store(va, raw))
         await self.sync(done)
 
     async def access(
@@ -339,9 +364,57 @@ class Cpu(Actor):
                 issued one by one) and ``index`` on the error names it.
         """
         batch = as_batch(addrs, sizes, writes, base, self._limit)
-        result, done = await self.call(batch)
+        if self._on_this_cpu():
+            result, done = await self._drive(self._batch_steps(batch, self.issue_cycle()))
+        else:
+            result, done = await self.call(batch)
         await self.sync(done)
         return result  # type: ignore[no-any-return]
+
+    def _on_this_cpu(self) -> bool:
+        """Whether the caller is code running on this CPU (an interrupt handler): its
+        accesses run at once, in the CPU's own task, instead of queueing behind it."""
+        return self._task is not None and trio.lowlevel.current_task() is self._task
+
+    # ------------------------------------------------------------------ interrupts
+
+    def _irqc(self) -> InterruptController:
+        if self.irq_controller is None:
+            raise RuntimeError(f"{self.name} has no interrupt controller")
+        return self.irq_controller
+
+    def local_irq_save(self) -> int:
+        """``local_irq_save()``: disable this CPU's interrupts; returns the flags to give
+        back to :meth:`local_irq_restore`. Interrupts raised meanwhile wait (pending)."""
+        return self._irqc().model.local_irq_save(self.index)
+
+    def local_irq_restore(self, flags: int) -> None:
+        """``local_irq_restore(flags)``: when that re-enables interrupts, the pending ones
+        are delivered now (their handlers run on this CPU before its next access)."""
+        if isinstance(flags, bool) or not isinstance(flags, int):
+            raise TypeError(f"flags come from local_irq_save(), got {flags!r}")
+        irqc = self._irqc()
+        irqc.deliver(irqc.model.local_irq_restore(self.index, flags, at=self.issue_cycle()))
+
+    def irqs_disabled(self) -> bool:
+        """``irqs_disabled()``."""
+        return self._irqc().model.irqs_disabled(self.index)
+
+    @handles(IrqDelivery)
+    async def _interrupt(self, msg: IrqDelivery, at: int) -> tuple[None, int]:
+        # Between two accesses: the handlers run in this CPU's task, from the delivery
+        # cycle (or when the CPU finishes what it was doing). An exception escaping a
+        # handler is an oops in interrupt context: the machine stops (ActorCrashed).
+        self.interrupts += 1
+        if at > self.cycle:
+            self.cycle = at
+        token = _current_irq.set(msg)
+        try:
+            for handler in msg.handlers:
+                await handler(msg.irq)  # type: ignore[operator]
+        finally:
+            _current_irq.reset(token)
+        return None, self.cycle
 
     async def _drive(self, steps: _Steps) -> tuple[Any, int]:
         """Run an access's requests as messages to the units."""

@@ -40,13 +40,17 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 import numpy as np
+import trio
 
+from ..core.actor import Actor, handles
+from ..core.timer import Timer
 from ..errors import DmaFault, SegmentationFault
 from ..units import PAGE_SHIFT, PAGE_SIZE
 from .coherence import CoherentHierarchy
 from .iommu import IOMMU_WALK_CYCLES as IOMMU_WALK_CYCLES
 from .iommu import IommuModel as IommuModel
 from .iommu import IommuStatistics as IommuStatistics
+from .irq import RaiseIrq
 from .ram import RamModel
 
 #: Bytes the engine moves per memory-channel access (one cache line).
@@ -206,6 +210,8 @@ class Transfer:
     bytes: int
     descriptors: tuple[DmaDescriptor, ...]
     status: str = "ok"
+    #: The physical ranges ``(phys, size)`` the transfer reads and writes.
+    touched: tuple[tuple[int, int], ...] = ()
 
 
 @attrs.frozen
@@ -500,6 +506,7 @@ class DmaControllerModel:
             bytes=moved,
             descriptors=tuple(p.desc for p in planned),
             status="corruption" if reports else "ok",
+            touched=tuple(seg for p in planned for seg in (*p.dst, *p.src)),
         )
 
     def memcpy(
@@ -530,3 +537,164 @@ class DmaControllerModel:
             corruptions=len(self.reports),
             busy_cycles=tuple(self._busy_cycles),
         )
+
+
+# ---------------------------------------------------------------------- the actor
+
+
+class DmaTransfer:
+    """A submitted transfer: what :meth:`DmaController.submit` and ``memcpy`` return.
+
+    The controller runs it concurrently with the CPUs; ``await transfer.wait()`` returns
+    when it has completed (its completion interrupt is raised at the same cycle).
+
+    Attributes:
+        record: the model's :class:`Transfer` (channel, start and done cycles, bytes,
+            descriptors, status ``"ok"`` or ``"corruption"``).
+    """
+
+    def __init__(self, record: Transfer) -> None:
+        self.record = record
+        self._done = trio.Event()
+
+    def __repr__(self) -> str:
+        state = "done" if self.completed else "in flight"
+        r = self.record
+        return f"<DmaTransfer {r.id}: {r.bytes} bytes on channel {r.channel}, {state}>"
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def done(self) -> int:
+        """The cycle the transfer completes."""
+        return self.record.done
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def completed(self) -> bool:
+        return self._done.is_set()
+
+    async def wait(self) -> Transfer:
+        """Wait until the transfer has completed; returns its record."""
+        await self._done.wait()
+        return self.record
+
+
+@attrs.frozen(eq=False)
+class Submit:
+    """Start a transfer made of ``descriptors`` (one, or a scatter-gather chain)."""
+
+    descriptors: tuple[DmaDescriptor, ...]
+
+
+class DmaController(Actor):
+    """The DMA controller unit (``"dma"``): ``machine.dma``, also the ``dev`` a driver
+    passes to the DMA API (its :attr:`device` says what it can address).
+
+    Bytes move when a transfer is accepted (the model's atomic view); the transfer is in
+    flight until its completion cycle, when :meth:`DmaTransfer.wait` returns and the
+    controller raises :attr:`irq`.
+
+    Args:
+        model: the controller's model.
+        timer: the machine's timer.
+        irq_controller: where the completion interrupt goes.
+        irq: the controller's interrupt line.
+        device: what the DMA API knows of it (a ``hwsim.kernel.dma_api.DmaDevice``).
+    """
+
+    def __init__(
+        self,
+        model: DmaControllerModel,
+        timer: Timer,
+        irq_controller: Actor,
+        irq: int,
+        device: object,
+        **kwargs: object,
+    ) -> None:
+        super().__init__("dma", **kwargs)  # type: ignore[arg-type]
+        self.model = model
+        self.timer = timer
+        self.irq_controller = irq_controller
+        self.irq = irq
+        self.device = device
+        self._in_flight: dict[int, DmaTransfer] = {}
+
+    def __repr__(self) -> str:
+        return f"<DmaController 'dma' irq {self.irq}: {self.model!r}>"
+
+    async def submit(self, descriptors: Sequence[DmaDescriptor] | DmaDescriptor) -> DmaTransfer:
+        """Start a transfer; returns at once (the transfer runs concurrently).
+
+        Raises:
+            ValueError: no descriptor, a chain on a controller without scatter-gather.
+            DmaFault: a range beyond the DMA mask, outside RAM or (with the IOMMU) not
+                mapped. Nothing moves.
+        """
+        chain = (descriptors,) if isinstance(descriptors, DmaDescriptor) else tuple(descriptors)
+        handle, _ = await self.call(Submit(chain))
+        return handle  # type: ignore[no-any-return]
+
+    async def memcpy(
+        self, dst: int, src: int, length: int, *, expected_owner: str | None = None
+    ) -> DmaTransfer:
+        """Copy ``length`` bytes between bus addresses (a MEM_TO_MEM descriptor)."""
+        desc = DmaDescriptor(dst, length, MEM_TO_MEM, src_bus=src, expected_owner=expected_owner)
+        return await self.submit(desc)
+
+    def in_flight(self, phys: int, size: int) -> list[Transfer]:
+        """The transfers not yet complete that read or write ``[phys, phys + size)``."""
+        end = phys + size
+        return [
+            h.record
+            for h in self._in_flight.values()
+            if any(p < end and phys < p + n for p, n in h.record.touched)
+        ]
+
+    @property
+    def reports(self) -> list[CorruptionReport]:
+        """The naive-driver detector's reports (KASAN-style), oldest first."""
+        return self.model.reports
+
+    @handles(Submit)
+    def _submit(self, msg: Submit, at: int) -> tuple[DmaTransfer, int]:
+        handle = DmaTransfer(self.model.submit(msg.descriptors, at))
+        self._in_flight[handle.id] = handle
+        self.timer.call_at(handle.done, lambda: self._complete(handle))
+        return handle, at
+
+    def _complete(self, handle: DmaTransfer) -> None:
+        del self._in_flight[handle.id]
+        handle._done.set()
+        self.irq_controller.post(RaiseIrq(self.irq), handle.done)
+
+    def statistics(self) -> DmaControllerStatistics:
+        s = self.model.statistics()
+        return DmaControllerStatistics(
+            transfers=s.transfers,
+            bytes=s.bytes,
+            descriptors=s.descriptors,
+            faults=s.faults,
+            corruptions=s.corruptions,
+            busy_cycles=sum(s.busy_cycles),
+            in_flight=len(self._in_flight),
+        )
+
+
+@attrs.frozen
+class DmaControllerStatistics:
+    """The controller's counters as ``machine.stats()["dma"]`` shows them: ``busy_cycles``
+    summed over the channels, ``in_flight`` the transfers not yet complete."""
+
+    transfers: int
+    bytes: int
+    descriptors: int
+    faults: int
+    corruptions: int
+    busy_cycles: int
+    in_flight: int

@@ -8,6 +8,7 @@ is a DMA fault (Intel VT-d's "DMAR: DRHD: handling fault" report).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import attrs
 
@@ -43,6 +44,10 @@ class IommuModel:
         iotlb_entries: IOTLB capacity in pages.
         walk_cycles: what an IOTLB miss costs (the page-table walk).
         device: the PCI name used in fault messages.
+        page_table: where a walk looks IOVA pages up, ``page -> (pfn, read, write)`` or
+            None: the kernel's I/O page table for this device (``map``/``unmap`` here are
+            then not used; the kernel calls :meth:`invalidate` when it unmaps). Default:
+            the model's own table.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class IommuModel:
         iotlb_entries: int = 64,
         walk_cycles: int = IOMMU_WALK_CYCLES,
         device: str = "00:04.0",
+        page_table: Callable[[int], tuple[int, bool, bool] | None] | None = None,
     ) -> None:
         if iotlb_entries < 1:
             raise ValueError(f"iotlb_entries must be >= 1, got {iotlb_entries}")
@@ -60,6 +66,7 @@ class IommuModel:
         self.walk_cycles = walk_cycles
         self.device = device
         self._ptes: dict[int, tuple[int, bool, bool]] = {}  # iova pfn -> (pfn, read, write)
+        self._lookup = self._ptes.get if page_table is None else page_table
         self._iotlb: OrderedDict[int, tuple[int, bool, bool]] = OrderedDict()
         self._translations = self._hits = self._misses = self._faults = 0
 
@@ -97,10 +104,16 @@ class IommuModel:
             del self._ptes[page]
             self._iotlb.pop(page, None)
 
+    def invalidate(self, iova_pfn: int, npages: int) -> None:
+        """Drop IOVA pages from the IOTLB (what the kernel does after unmapping them, in
+        strict mode: ``iommu.strict=1``)."""
+        for page in range(iova_pfn, iova_pfn + npages):
+            self._iotlb.pop(page, None)
+
     def iova_to_phys(self, iova: int) -> int | None:
         """The physical address ``iova`` maps to, or None (``iommu_iova_to_phys``); no
         statistics, no IOTLB."""
-        pte = self._ptes.get(iova >> PAGE_SHIFT)
+        pte = self._lookup(iova >> PAGE_SHIFT)
         return None if pte is None else (pte[0] << PAGE_SHIFT) | (iova & (PAGE_SIZE - 1))
 
     def translate(self, iova: int, *, write: bool) -> tuple[int, int]:
@@ -120,7 +133,7 @@ class IommuModel:
         else:
             self._misses += 1
             cycles = self.walk_cycles
-            pte = self._ptes.get(page)
+            pte = self._lookup(page)
         if pte is None or not pte[2 if write else 1]:
             self._faults += 1
             kind, reason, what = ("Write", 0x05, "Write") if write else ("Read", 0x06, "Read")

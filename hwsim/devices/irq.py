@@ -24,10 +24,13 @@ The model only decides who runs what when; an actor around it runs the handlers 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+import functools
+from collections.abc import Hashable, Iterable, Sequence
 
 import attrs
 
+from ..core.actor import Actor, handles
+from ..core.timer import Timer
 from ..errors import IrqBusy
 
 #: The interrupt-enable bit of EFLAGS, what local_irq_save's flags carry.
@@ -333,3 +336,95 @@ class InterruptControllerModel:
             spurious=self._spurious,
             lines_in_use=len(self._actions),
         )
+
+
+# ---------------------------------------------------------------------- the actor
+
+
+@attrs.frozen
+class RaiseIrq:
+    """A device raises line ``irq`` (posted by the device at the cycle it happens)."""
+
+    irq: int
+
+
+@attrs.frozen
+class RequestIrq:
+    """``request_irq(irq, handler, flags, name)``."""
+
+    irq: int
+    handler: Hashable
+    flags: int = 0
+    name: str | None = None
+
+
+@attrs.frozen
+class FreeIrq:
+    """``free_irq(irq)``: ``handler`` None frees the line's only handler."""
+
+    irq: int
+    handler: Hashable | None = None
+
+
+class InterruptController(Actor):
+    """The interrupt controller unit (``"irq"``): routes raised lines to CPUs.
+
+    A delivery reaches its CPU at the cycle the model says (raise time plus
+    ``LatencyConfig.interrupt``, or when the CPU re-enables interrupts) through the machine's
+    :class:`~hwsim.core.timer.Timer`: the CPU's actor receives the
+    :class:`IrqDelivery` as a message and runs the handlers between two of its accesses.
+
+    Args:
+        model: the controller's model.
+        timer: the machine's timer.
+        cpus: the CPU units, by number (set after construction when they are built later).
+    """
+
+    def __init__(
+        self,
+        model: InterruptControllerModel,
+        timer: Timer,
+        cpus: Sequence[Actor] = (),
+        **kwargs: object,
+    ) -> None:
+        super().__init__("irq", **kwargs)  # type: ignore[arg-type]
+        self.model = model
+        self.timer = timer
+        self.cpus: Sequence[Actor] = cpus
+
+    def deliver(self, deliveries: Iterable[IrqDelivery]) -> None:
+        """Send each delivery to its CPU at its cycle."""
+        for d in deliveries:
+            self.timer.call_at(d.at, functools.partial(self.cpus[d.cpu].post, d, d.at))
+
+    @handles(RequestIrq)
+    def _request(self, msg: RequestIrq, at: int) -> tuple[None, int]:
+        if isinstance(msg.flags, bool) or not isinstance(msg.flags, int):
+            raise TypeError(f"request_irq flags are an int (IRQF_SHARED), got {msg.flags!r}")
+        name = msg.name or getattr(msg.handler, "__name__", None) or repr(msg.handler)
+        self.model.request(msg.irq, msg.handler, shared=bool(msg.flags & IRQF_SHARED), name=name)
+        return None, at
+
+    @handles(FreeIrq)
+    def _free(self, msg: FreeIrq, at: int) -> tuple[None, int]:
+        handler = msg.handler
+        if handler is None:
+            handlers = self.model.handlers(msg.irq)
+            if not handlers:
+                raise ValueError(f"Trying to free already-free IRQ {msg.irq}")
+            if len(handlers) > 1:
+                raise ValueError(
+                    f"free_irq: IRQ {msg.irq} is shared by {len(handlers)} handlers: say which "
+                    "one to free (free_irq(irq, handler))"
+                )
+            handler = handlers[0]
+        self.model.free(msg.irq, handler)
+        return None, at
+
+    @handles(RaiseIrq)
+    def _raise(self, msg: RaiseIrq, at: int) -> tuple[None, int]:
+        self.deliver(self.model.raise_irq(msg.irq, at))
+        return None, at
+
+    def statistics(self) -> IrqStatistics:
+        return self.model.statistics()

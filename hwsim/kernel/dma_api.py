@@ -447,6 +447,14 @@ class DmaApi:
         self._domain(dev).map(iova_pfn, pfns, prot)
         self.iommu_maps += 1
 
+    def iommu_domain(self, dev: DmaDevice) -> IovaDomain:
+        """The I/O page table of ``dev`` (created empty on first use): what the machine's
+        IOMMU walks for that device."""
+        self._check_dev(dev)
+        if not dev.iommu:
+            raise ValueError(f"{dev.name} has no IOMMU: its bus addresses are physical")
+        return self._domain(dev)
+
     def iommu_translate(self, dev: DmaDevice, iova: int, *, write: bool = False) -> int:
         """What the IOMMU does with a device's access: the physical address of ``iova``.
 

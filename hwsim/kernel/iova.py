@@ -7,6 +7,7 @@ address space, allocated top-down and size-aligned, and the page table the IOMMU
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 from ..errors import DmaFault
 from ..units import PAGE_SHIFT, PAGE_SIZE
@@ -23,6 +24,8 @@ class IovaDomain:
     def __init__(self) -> None:
         self.ranges: list[tuple[int, int]] = [MSI_WINDOW]  # sorted [start, end) pfns in use
         self.ptes: dict[int, tuple[int, int]] = {}  # iova pfn -> (pfn, IOMMU_READ|WRITE)
+        #: Called as ``flush(iova_pfn, npages)`` after an unmap: the IOTLB invalidation.
+        self.iotlb_flush: Callable[[int, int], None] | None = None
 
     def alloc(self, npages: int, limit_pfn: int) -> int:
         """``alloc_iova``: the highest size-aligned free range ending at or below
@@ -67,6 +70,15 @@ class IovaDomain:
         for i in range(npages):
             self.ptes.pop(iova_pfn + i, None)
         self.free(iova_pfn)
+        if self.iotlb_flush is not None:
+            self.iotlb_flush(iova_pfn, npages)
+
+    def lookup(self, iova_pfn: int) -> tuple[int, bool, bool] | None:
+        """The IOMMU's view of one page: ``(pfn, readable, writable)`` or None."""
+        pte = self.ptes.get(iova_pfn)
+        return (
+            None if pte is None else (pte[0], bool(pte[1] & IOMMU_READ), bool(pte[1] & IOMMU_WRITE))
+        )
 
     def translate(self, name: str, iova: int, write: bool) -> int:
         """The physical address of device ``name``'s access to ``iova``.

@@ -16,10 +16,23 @@ from typing import Any
 
 from ..core.actor import Actor
 from ..devices.cpu import Cpu
-from ..errors import OutOfMemory
+from ..devices.irq import FreeIrq, RequestIrq
+from ..errors import DmaInFlight, OutOfMemory
 from ..units import PAGE_SIZE
 from . import gfp as G
 from .buddy import AllocPages, AllocPagesBulk, BuddyAllocator, BuddyService, FreePages
+from .dma_api import DmaDevice
+from .dma_mapping import (
+    DmaAllocCoherent,
+    DmaFreeCoherent,
+    DmaMapSg,
+    DmaMapSingle,
+    DmaSyncSg,
+    DmaSyncSingle,
+    DmaUnmapSg,
+    DmaUnmapSingle,
+    SgFromVmalloc,
+)
 from .kmalloc import (
     KcallocMsg,
     KfreeMsg,
@@ -33,6 +46,7 @@ from .kmalloc import (
     KsizeMsg,
 )
 from .layout import Layout
+from .scatterlist import ScatterList
 from .slab import KmemCache
 from .vmalloc import Vfree, Vmalloc, VmallocToPfn
 
@@ -119,6 +133,8 @@ class Kernel:
             DoubleFree: the pages are already free.
             InvalidFree: ``pfn`` was not allocated with this order.
         """
+        if isinstance(pfn, int) and isinstance(order, int) and 0 <= order <= 10 and pfn >= 0:
+            self._check_no_dma(pfn << 12, PAGE_SIZE << order, "free_pages")
         await self._call(self._buddy, FreePages(pfn, order, self.cpu))
 
     async def alloc_pages_bulk(self, nr_pages: int, gfp: int = G.GFP_KERNEL) -> list[int]:
@@ -205,6 +221,13 @@ class Kernel:
             InvalidFree: not kmalloc memory (a vmalloc address needs vfree or kvfree).
             DoubleFree: "Object already free".
         """
+        if (
+            self._services.get("dma") is not None
+            and isinstance(addr, int)
+            and self.layout.is_direct_map_addr(addr)
+        ):
+            size = self._slab.kmalloc.allocated_size(addr)  # type: ignore[attr-defined]
+            self._check_direct(addr, size, "kfree")
         await self._call(self._slab, KfreeMsg(addr, self.cpu))
 
     async def ksize(self, addr: int | None) -> int:
@@ -269,6 +292,9 @@ class Kernel:
                 the start of a live area ("Trying to vfree() nonexistent vm area").
             DoubleFree: freed twice.
         """
+        if self._services.get("dma") is not None and isinstance(addr, int):
+            for pfn in self._vmalloc.model.area_pfns(addr):  # type: ignore[attr-defined]
+                self._check_no_dma(pfn << 12, PAGE_SIZE, "vfree")
         await self._call(self._vmalloc, Vfree(addr, self.cpu))
 
     async def vmalloc_to_pfn(self, addr: int) -> int:
@@ -293,6 +319,189 @@ class Kernel:
     def page_address(self, pfn: int) -> int:
         """``page_address()``: the direct-map address of page frame ``pfn``."""
         return self.layout.pfn_to_virt(pfn)
+
+    # ------------------------------------------------------------------ DMA mapping API
+
+    def _service(self, name: str) -> Actor:
+        service = self._services.get(name)
+        if service is None:
+            raise RuntimeError(f"this kernel has no {name} service")
+        return service  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _dev(dev: object) -> DmaDevice:
+        """The DmaDevice behind ``dev``: a DmaDevice, or a unit with a ``device`` (m.dma)."""
+        device = getattr(dev, "device", dev)
+        if not isinstance(device, DmaDevice):
+            raise TypeError(
+                f"dev must be a DMA-capable device (machine.dma or a DmaDevice), got {dev!r}"
+            )
+        return device
+
+    def _check_no_dma(self, phys: int, size: int, what: str) -> None:
+        """Refuse to free or unmap memory a DMA transfer still uses (nothing changes)."""
+        dma = self._services.get("dma")
+        if dma is None:
+            return
+        busy = dma.in_flight(phys, size)
+        if busy:
+            t = busy[0]
+            raise DmaInFlight(
+                f"{what}: [{phys:#x}, {phys + size:#x}) is still used by DMA transfer "
+                f"{t.id} (channel {t.channel}, in flight until cycle {t.done}): wait for its "
+                "completion interrupt (or transfer.wait()) before freeing or unmapping the "
+                "buffer; a device writing into freed memory corrupts whoever gets it next"
+            )
+
+    def _check_direct(self, addr: object, size: int, what: str) -> None:
+        if (
+            isinstance(addr, int)
+            and not isinstance(addr, bool)
+            and self.layout.is_direct_map_addr(addr)
+        ):
+            self._check_no_dma(self.layout.virt_to_phys(addr), max(size, 1), what)
+
+    async def dma_alloc_coherent(
+        self, dev: object, size: int, gfp: int = G.GFP_KERNEL
+    ) -> tuple[int, int]:
+        """``dma_alloc_coherent(dev, size, gfp)``: zeroed, physically contiguous memory the
+        CPU and the device share without syncs (from the CMA area when configured, else
+        the buddy allocator in the zone the device's coherent mask needs); returns
+        ``(cpu_addr, dma_addr)``.
+
+        Raises:
+            OutOfMemory: nothing free below the device's mask.
+        """
+        value = await self._call(
+            self._service("dma_api"), DmaAllocCoherent(self._dev(dev), size, gfp)
+        )
+        return int(value[0]), int(value[1])
+
+    async def dma_free_coherent(self, dev: object, size: int, cpu_addr: int, dma_addr: int) -> None:
+        """``dma_free_coherent()``. Raises DmaInFlight while a transfer still uses it."""
+        device = self._dev(dev)
+        self._check_direct(cpu_addr, size, "dma_free_coherent")
+        await self._call(
+            self._service("dma_api"), DmaFreeCoherent(device, size, cpu_addr, dma_addr)
+        )
+
+    async def dma_map_single(self, dev: object, addr: int, size: int, direction: int) -> int:
+        """``dma_map_single()``: the bus address the device uses for a kmalloc buffer
+        (bounced through swiotlb when the buffer is beyond the device's mask; an IOVA with
+        the IOMMU); cache lines cleaned or invalidated as the direction needs.
+
+        Raises:
+            DmaMappingError: a vmalloc address ("rejecting DMA map of vmalloc memory": use
+                dma_map_sg, or allocate with kmalloc / dma_alloc_coherent), memory outside
+                the direct map, a full bounce pool.
+        """
+        value = await self._call(
+            self._service("dma_api"), DmaMapSingle(self._dev(dev), addr, size, direction)
+        )
+        return int(value)
+
+    async def dma_unmap_single(self, dev: object, dma_addr: int, size: int, direction: int) -> None:
+        """``dma_unmap_single()``: the CPU owns the buffer again (lines invalidated, bounce
+        copied back). Raises DmaInFlight while a transfer still uses it; InvalidFree /
+        DoubleFree for what was not mapped (dma-debug's words)."""
+        device = self._dev(dev)
+        dma = self._services.get("dma")
+        if dma is not None and isinstance(dma_addr, int) and not isinstance(dma_addr, bool):
+            model = self._service("dma_api").model  # type: ignore[attr-defined]
+            try:
+                phys = model.dma_to_phys(device, dma_addr)
+            except Exception:
+                phys = None
+            if phys is not None:
+                self._check_no_dma(phys, max(size, 1), "dma_unmap_single")
+        await self._call(
+            self._service("dma_api"), DmaUnmapSingle(device, dma_addr, size, direction)
+        )
+
+    async def dma_sync_single_for_cpu(
+        self, dev: object, dma_addr: int, size: int, direction: int
+    ) -> None:
+        """``dma_sync_single_for_cpu()``: let the CPU read what the device wrote (stale
+        cache lines invalidated, bounced data copied back)."""
+        await self._call(
+            self._service("dma_api"),
+            DmaSyncSingle(self._dev(dev), dma_addr, size, direction, True),
+        )
+
+    async def dma_sync_single_for_device(
+        self, dev: object, dma_addr: int, size: int, direction: int
+    ) -> None:
+        """``dma_sync_single_for_device()``: hand the buffer back to the device (dirty lines
+        written back, data copied into the bounce buffer)."""
+        await self._call(
+            self._service("dma_api"),
+            DmaSyncSingle(self._dev(dev), dma_addr, size, direction, False),
+        )
+
+    async def dma_map_sg(self, dev: object, sglist: ScatterList, direction: int) -> int:
+        """``dma_map_sg()``: map a scatterlist; returns the number of DMA segments (each
+        physically contiguous run one segment; with the IOMMU, one IOVA range). Each
+        entry's ``dma_address``/``dma_length`` are filled in. 0 on failure, as Linux."""
+        return int(
+            await self._call(self._service("dma_api"), DmaMapSg(self._dev(dev), sglist, direction))
+        )
+
+    async def dma_unmap_sg(self, dev: object, sglist: ScatterList, direction: int) -> None:
+        """``dma_unmap_sg()``. Raises DmaInFlight while a transfer still uses an entry."""
+        device = self._dev(dev)
+        if isinstance(sglist, ScatterList):
+            for entry in sglist:
+                if entry.pfn >= 0:
+                    self._check_no_dma(
+                        (entry.pfn << 12) + entry.offset, max(entry.length, 1), "dma_unmap_sg"
+                    )
+        await self._call(self._service("dma_api"), DmaUnmapSg(device, sglist, direction))
+
+    async def dma_sync_sg_for_cpu(self, dev: object, sglist: ScatterList, direction: int) -> None:
+        """``dma_sync_sg_for_cpu()``."""
+        await self._call(
+            self._service("dma_api"), DmaSyncSg(self._dev(dev), sglist, direction, True)
+        )
+
+    async def dma_sync_sg_for_device(
+        self, dev: object, sglist: ScatterList, direction: int
+    ) -> None:
+        """``dma_sync_sg_for_device()``."""
+        await self._call(
+            self._service("dma_api"), DmaSyncSg(self._dev(dev), sglist, direction, False)
+        )
+
+    async def vmalloc_to_sg(self, addr: int, size: int) -> ScatterList:
+        """A scatterlist of a vmalloc buffer, one entry per page found with
+        ``vmalloc_to_page`` (what a driver builds before ``dma_map_sg``)."""
+        return await self._call(self._service("dma_api"), SgFromVmalloc(addr, size))  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ interrupts
+
+    async def request_irq(
+        self,
+        irq: int,
+        handler: Callable[[int], Any],
+        flags: int = 0,
+        name: str | None = None,
+    ) -> None:
+        """``request_irq(irq, handler, flags, name)``: ``await handler(irq)`` runs on the
+        CPU the line is routed to, between two of its accesses, each time the line is
+        raised. ``flags=IRQF_SHARED`` lets several handlers share a line.
+
+        Raises:
+            IrqBusy: the line is taken and not shared by both (-EBUSY).
+            ValueError: no such line, or this handler is already on it.
+        """
+        if not callable(handler):
+            raise TypeError(f"an interrupt handler is an async callable, got {handler!r}")
+        await self._call(self._service("irq"), RequestIrq(irq, handler, flags, name))
+
+    async def free_irq(self, irq: int, handler: Callable[[int], Any] | None = None) -> None:
+        """``free_irq(irq)``: remove the handler (the only one on the line if ``handler``
+        is None). Raises ValueError when there is none ("Trying to free already-free
+        IRQ")."""
+        await self._call(self._service("irq"), FreeIrq(irq, handler))
 
     def dmesg(self) -> list[str]:
         """What the kernel has logged (allocation-failure warnings, SLUB reports, ...).

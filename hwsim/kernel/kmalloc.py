@@ -507,6 +507,15 @@ class Kmalloc:
         except InvalidFree as err:
             raise ValueError(str(err)) from None
 
+    def allocated_size(self, addr: int) -> int:
+        """The bytes the live kmalloc buffer at ``addr`` spans (its size class, or its
+        pages), or 0 if there is none there. No side effect (unlike :meth:`ksize`)."""
+        slab = self._live.get(addr)
+        if slab is not None:
+            return int(slab.cache.ksize)
+        order = self._large.get(addr)
+        return 0 if order is None else PAGE_SIZE << order
+
     def _usable_size(self, addr: int, func: str) -> int:
         slab = self._live.get(addr)
         if slab is not None:

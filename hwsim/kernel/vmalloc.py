@@ -591,6 +591,13 @@ class VmallocAllocator:
         area = self._area_containing(addr)
         return None if area is None else self._info(area)
 
+    def area_pfns(self, addr: int) -> list[int]:
+        """The pages of the live area that starts at ``addr`` ([] if none starts there)."""
+        if isinstance(addr, bool) or not isinstance(addr, int):
+            return []
+        area = self._areas.get(addr)
+        return [] if area is None else list(area.pages)
+
     def is_guard_page(self, addr: int) -> bool:
         """Whether ``addr`` is in the guard page after a live area."""
         area = self._area_containing(addr)
