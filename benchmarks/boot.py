@@ -8,7 +8,8 @@ The probe runs as ``python -m benchmarks.boot`` so that what earlier benchmarks 
 does not blur the RSS figures; it prints JSON.
 
 Figures: the RSS the process gains while a 64 GiB machine is up, the RSS each page costs
-once a CPU has stored to it, whether the pages are freed when the run ends, and host seconds
+once a CPU has stored to it (at its direct-map address: TLB, walk, L1, L2, then the caches
+flushed to RAM), whether the pages are freed when the run ends, and host seconds
 from entering ``hwsim.boot`` to leaving it (boot + shutdown), for 64 GiB and the default
 64 MiB, interleaved.
 """
@@ -54,6 +55,11 @@ async def boot_and_shutdown(ram: str) -> float:
 async def touch(ram: str, pages: int, model: list[weakref.ref[RamModel]]) -> dict[str, int]:
     """Boot, store 8 bytes to ``pages`` pages spread over all of RAM; RSS at each step.
 
+    The CPU stores to virtual addresses: each page's address in the direct map, which covers
+    all of RAM on x86_64 (``phys_to_virt``). A store lands in the L1 (write-back), and RAM
+    gets the page only when the dirty line is written back, so the caches are flushed (as
+    ``wbinvd`` would) before RSS is read: every page stored to is then in RAM.
+
     Leaves a weak reference to the RAM model in ``model``, to see when the pages are freed.
     """
     before = rss_bytes()
@@ -61,7 +67,12 @@ async def touch(ram: str, pages: int, model: list[weakref.ref[RamModel]]) -> dic
         booted = rss_bytes()
         stride = (m.config.ram // pages) & ~(hwsim.PAGE_SIZE - 1)
         for i in range(pages):
-            await m.cpus[0].store(i * stride, b"\x01" * 8)
+            phys = i * stride
+            # Step over the kernel's page-table pages: a store there would overwrite entries.
+            while m.pagetable.is_pagetable_page(phys >> hwsim.PAGE_SHIFT):
+                phys += hwsim.PAGE_SIZE
+            await m.cpus[0].store(m.layout.phys_to_virt(phys), b"\x01" * 8)
+        m.hierarchy.flush_all()
         touched = rss_bytes()
         model.append(weakref.ref(m.ram.model))
     return {"before": before, "booted": booted, "touched": touched}
@@ -81,9 +92,8 @@ def probe(boots: int, pages: int) -> dict[str, Any]:
     # new pages look cheaper than they are).
     model: list[weakref.ref[RamModel]] = []
     rss = hwsim.run(touch, BIG, pages, model)
-    # A machine lives in reference cycles (an actor's dispatch table holds its own bound
-    # methods; the actor registry hangs off trio's runner), so it and its pages are freed
-    # when the cyclic GC runs, not when the run ends.
+    # Whether the machine and its pages are freed when the run ends, or only when the cyclic
+    # GC runs (a reference cycle through any of its units would keep them until then).
     ended = pages_alive(model[0])
     gc.collect()
     collected = pages_alive(model[0])

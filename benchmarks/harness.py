@@ -43,9 +43,9 @@ class Settings:
         vmalloc_pairs: vmalloc+vfree pairs per repetition of the vmalloc model.
         alloc_runs: hwsim.run calls per quantum setting for the kernel API through actors.
         alloc_blocks: interleaved blocks of every kernel-call variant per such run.
-        path_rounds: interleaved repetitions of the access-path variants (fresh TLBs, caches).
-        path_accesses: accesses per repetition of the access-path variants.
-        path_lengths: trace lengths of the access path's length scaling.
+        path_rounds: interleaved repetitions of the access-path variants (fresh machines).
+        path_accesses: accesses per repetition of the access-path comparison.
+        path_lengths: trace lengths of the access path's length scaling (above 10^5: once).
         path_scale_rounds: interleaved repetitions of each scaling run.
         path_cpu_accesses: accesses in all (split over the CPUs) of the CPU scaling.
     """
@@ -93,7 +93,7 @@ class Settings:
             alloc_blocks=10,
             path_rounds=3,
             path_accesses=100_000,
-            path_lengths=(10_000, 100_000, 1_000_000),
+            path_lengths=(10_000, 100_000),
             path_scale_rounds=1,
             path_cpu_accesses=50_000,
         )

@@ -326,6 +326,20 @@ class CacheModel:
         lru = self._policy == "lru"
         lru_store = lru and self._lru_on_store
         lh = sh = lm = sm = ev = 0
+        # The level below's hit paths, inlined too when it is a plain write-back cache: a
+        # fill that hits there, a clean write-back (no bytes to move) that hits there.
+        below = nxt is not None and nxt.snoop is None and nxt._write_back
+        if nxt is not None:
+            ntags, nmask, nshift, nlat, ndirty = (
+                nxt._tags,
+                nxt._mask,
+                nxt._shift,
+                nxt.latency,
+                nxt._dirty,
+            )
+            nlru = nxt._policy == "lru"
+            nlru_store = nlru and nxt._lru_on_store
+        nlh = nsh = nwb = 0
         for i, (addr, write) in enumerate(zip(addrs.tolist(), writes.tolist(), strict=True)):
             issue = t
             if gap is not None:
@@ -355,9 +369,18 @@ class CacheModel:
                     t += lat
                     if nxt is not None:
                         nxt._loads += 1
-                        done = nxt._fetch((ln << shift) >> nxt._shift, False, t)[1]
+                        nln = (ln << shift) >> nshift
+                        nd = ntags[nln & nmask]
+                        nslot = nd.get(nln) if below else None
+                        if nslot is not None:
+                            nlh += 1
+                            if nlru:
+                                nd[nln] = nd.pop(nln)
+                            done = t + nlat
+                        else:
+                            done = nxt._fetch(nln, False, t)[1]
                     else:
-                        done = self.ram.timed_read(ln << shift, line, t)[1]
+                        done = self.ram.timed_fill(ln << shift, line, t)
                     assert done is not None
                     f = free[ln & mask]
                     if f:
@@ -367,7 +390,19 @@ class CacheModel:
                         slot = d.pop(victim)
                         ev += 1
                         if dirty[slot]:
-                            self._writeback(victim, slot, t)
+                            nslot = None
+                            if below and not loaded[slot]:
+                                nln = (victim << shift) >> nshift
+                                nd = ntags[nln & nmask]
+                                nslot = nd.get(nln)
+                            if nslot is not None:  # posted into the level below: a hit
+                                nwb += 1
+                                nsh += 1
+                                ndirty[nslot] = 1
+                                if nlru_store:
+                                    nd[nln] = nd.pop(nln)
+                            else:
+                                self._writeback(victim, slot, t)
                     d[ln] = slot
                     line_of[slot] = ln
                     loaded[slot] = 0
@@ -408,6 +443,11 @@ class CacheModel:
         self._load_misses += lm
         self._store_misses += sm
         self._evictions += ev
+        self._writebacks += nwb
+        if nxt is not None:
+            nxt._load_hits += nlh
+            nxt._stores += nsh
+            nxt._store_hits += nsh
         return np.array(latencies, dtype=np.int64), t
 
     def contains(self, phys: int) -> bool:
@@ -523,7 +563,7 @@ class CacheModel:
             nxt._loads += 1
             done = nxt._fetch(addr >> nxt._shift, False, t)[1]
         else:
-            done = None if t is None else self.ram.timed_read(addr, self.line, t)[1]
+            done = None if t is None else self.ram.timed_fill(addr, self.line, t)
         return self._install(ln, t), done
 
     def _install(self, ln: int, at: int | None) -> int:

@@ -202,9 +202,13 @@ def as_batch(
             raise ValueError(f"access sizes must be positive, got {int(s.min())}")
         if base and int(va.min()) < base:
             raise ValueError("base + addrs wraps past the end of the address space")
-        ends = va.astype(object) + s.astype(object)
-        if max(ends) > limit:
-            raise ValueError(f"an access runs past the end of the {limit:#x}-byte address space")
+        # Cheap bound first; the exact (Python int) check only when it is inconclusive.
+        if int(va.max()) + int(s.max()) > limit:
+            ends = va.astype(object) + s.astype(object)
+            if max(ends) > limit:
+                raise ValueError(
+                    f"an access runs past the end of the {limit:#x}-byte address space"
+                )
     return Batch(va, s, w)
 
 

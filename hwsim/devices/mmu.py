@@ -716,6 +716,8 @@ class MmuModel:
         hit_for = None if user or self.tlb.pcid else self.tlb.hit_for
         w_required = _PAGE_RW | (_PAGE_DIRTY if self.set_accessed_dirty else 0)
         tlb_latency = self.tlb_latency
+        lo = hi = base = 0  # the entry the last run hit: [lo, hi) -> base
+        ok_w = False
         self._walk_log = walk_log
         try:
             for i, (v, wr, length, first) in enumerate(
@@ -729,12 +731,23 @@ class MmuModel:
             ):
                 self._walk_pos = first
                 if hit_for is not None:
+                    # Runs are cut at 4 KiB pages, but one entry may map a 2 MiB page: a
+                    # run inside the entry the previous run hit is a hit on it too, and
+                    # changes nothing (the entry is already the most recent of its set).
+                    if lo <= v < hi and (ok_w or not wr):
+                        run_phys.append(base + (v - lo))
+                        run_lat.append(tlb_latency)
+                        tail_hits += length
+                        continue
                     e = hit_for(v, 0, w_required if wr else 0)
                     if e is not None:
-                        run_phys.append(e.phys + (v - e.vaddr))
+                        lo, hi, base = e.vaddr, e.vaddr + e.page_size, e.phys
+                        ok_w = e.flags & w_required == w_required
+                        run_phys.append(base + (v - lo))
                         run_lat.append(tlb_latency)
                         tail_hits += length - 1
                         continue
+                    lo = hi = 0
                 try:
                     phys, lat, _ = access(v, wr, user, False, None)
                 except PageFault as fault:
