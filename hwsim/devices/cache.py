@@ -340,6 +340,7 @@ class CacheModel:
             nlru = nxt._policy == "lru"
             nlru_store = nlru and nxt._lru_on_store
         nlh = nsh = nwb = 0
+        done: int | None
         for i, (addr, write) in enumerate(zip(addrs.tolist(), writes.tolist(), strict=True)):
             issue = t
             if gap is not None:
