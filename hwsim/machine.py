@@ -34,6 +34,7 @@ from .kernel.fault import FaultService, HandlePageFault, PageFaultHandler
 from .kernel.kernel import Kernel
 from .kernel.kmalloc import Kmalloc, SlabService
 from .kernel.layout import Layout, layout_for
+from .kernel.page_owner import PageOwner
 from .kernel.pagetable import KernelPageTable
 from .kernel.proc import (
     MeminfoSources,
@@ -262,6 +263,16 @@ class Machine:
             meminfo=sources.meminfo,
         )
         self.proc.register("interrupts", self.irq.model.render_interrupts)
+        # Who owns each page: what the DMA controller's naive-driver detector asks.
+        self.page_owner = PageOwner(
+            self.buddy.model,
+            self.slab.model,
+            self.slab.kmalloc,
+            self.vmalloc.model,
+            self.pagetable,
+            dma_api,
+        )
+        self.dma.model.ownership = self.page_owner.owner_of
         self.kernel = Kernel(
             buddy=self.buddy,
             layout=self.layout,
