@@ -707,65 +707,66 @@ class MmuModel:
         starts = np.concatenate((np.zeros(1, dtype=np.int64), np.flatnonzero(change) + 1))
         lengths = np.diff(np.append(starts, n))
         run_va = va[starts]
-        run_phys: list[int] = []
-        run_lat: list[int] = []
+        run_w = w[starts]
+        nruns = len(starts)
+        run_phys = np.zeros(nruns, dtype=np.int64)
+        run_lat = np.full(nruns, self.tlb_latency, dtype=np.int64)
+        run_va_l, run_w_l = run_va.tolist(), run_w.tolist()
+        lengths_l, starts_l = lengths.tolist(), starts.tolist()
         access = self._access
         tail_hits = 0
         # Kernel-mode runs without PCID first try the TLB's hit path (one call, nothing
         # changed on a miss); a write needs RW, and DIRTY when the MMU sets it.
         hit_for = None if user or self.tlb.pcid else self.tlb.hit_for
         w_required = _PAGE_RW | (_PAGE_DIRTY if self.set_accessed_dirty else 0)
-        tlb_latency = self.tlb_latency
         lo = hi = base = 0  # the entry the last run hit: [lo, hi) -> base
-        ok_w = False
+        ok_w = large = False
         self._walk_log = walk_log
+        i = 0
         try:
-            for i, (v, wr, length, first) in enumerate(
-                zip(
-                    run_va.tolist(),
-                    w[starts].tolist(),
-                    lengths.tolist(),
-                    starts.tolist(),
-                    strict=True,
-                )
-            ):
+            while i < nruns:
+                v, wr, length, first = run_va_l[i], run_w_l[i], lengths_l[i], starts_l[i]
                 self._walk_pos = first
                 if hit_for is not None:
-                    # Runs are cut at 4 KiB pages, but one entry may map a 2 MiB page: a
-                    # run inside the entry the previous run hit is a hit on it too, and
-                    # changes nothing (the entry is already the most recent of its set).
-                    if lo <= v < hi and (ok_w or not wr):
-                        run_phys.append(base + (v - lo))
-                        run_lat.append(tlb_latency)
-                        tail_hits += length
+                    # Runs are cut at 4 KiB pages, but one entry may map a 2 MiB page: the
+                    # runs inside the entry the previous run hit are hits on it too, and
+                    # change nothing (it is already the most recent of its set).
+                    hit = lo <= v < hi and (ok_w or not wr)
+                    if not hit:
+                        e = hit_for(v, 0, w_required if wr else 0)
+                        if e is not None:
+                            lo, hi, base = e.vaddr, e.vaddr + e.page_size, e.phys
+                            ok_w = e.flags & w_required == w_required
+                            large = e.page_size > 4096
+                            tail_hits -= 1  # hit_for counted this lookup's hit
+                            hit = True
+                        else:
+                            lo = hi = 0
+                    if hit:
+                        k = _extent(run_va, run_w, i, lo, hi, ok_w) if large else 1
+                        seg = slice(i, i + k)
+                        run_phys[seg] = (run_va[seg] - np.uint64(lo)).astype(np.int64) + base
+                        tail_hits += length if k == 1 else int(lengths[seg].sum())
+                        i += k
                         continue
-                    e = hit_for(v, 0, w_required if wr else 0)
-                    if e is not None:
-                        lo, hi, base = e.vaddr, e.vaddr + e.page_size, e.phys
-                        ok_w = e.flags & w_required == w_required
-                        run_phys.append(base + (v - lo))
-                        run_lat.append(tlb_latency)
-                        tail_hits += length - 1
-                        continue
-                    lo = hi = 0
                 try:
                     phys, lat, _ = access(v, wr, user, False, None)
                 except PageFault as fault:
                     self.tlb.record_hits(tail_hits)
                     fault.index = first
-                    done = np.array(lengths[:i])
-                    fault.translated = np.repeat(np.array(run_phys, dtype=np.int64), done) + (
-                        va[:first] - np.repeat(run_va[:i], done)
+                    fault.translated = np.repeat(run_phys[:i], lengths[:i]) + (
+                        va[:first] - np.repeat(run_va[:i], lengths[:i])
                     ).astype(np.int64)
                     raise
-                run_phys.append(phys)
-                run_lat.append(lat)
+                run_phys[i] = phys
+                run_lat[i] = lat
                 tail_hits += length - 1
+                i += 1
         finally:
             self._walk_log = None
         self.tlb.record_hits(tail_hits)
         offsets = (va - np.repeat(run_va, lengths)).astype(np.int64)
-        phys_out = np.repeat(np.array(run_phys, dtype=np.int64), lengths) + offsets
+        phys_out = np.repeat(run_phys, lengths) + offsets
         latencies = np.full(n, self.tlb_latency, dtype=np.int64)
         latencies[starts] = run_lat
         return phys_out, latencies
@@ -967,3 +968,31 @@ class Mmu(Actor):
             page_faults=self.page_faults,
             general_protection_faults=self.gp_faults,
         )
+
+
+def _extent(
+    run_va: npt.NDArray[np.uint64],
+    run_w: npt.NDArray[np.bool_],
+    i: int,
+    lo: int,
+    hi: int,
+    ok_w: bool,
+) -> int:
+    """How many runs from ``i`` on fall inside ``[lo, hi)`` (and, unless ``ok_w``, are
+    reads): those hit the TLB entry run ``i`` hit. Found in growing windows, so that a
+    trace staying inside one large page costs a few numpy calls, not a step per run."""
+    n = len(run_va)
+    j, window = i + 1, 32
+    ulo, uhi = np.uint64(lo), np.uint64(hi)
+    while j < n:
+        seg = run_va[j : j + window]
+        inside = (seg >= ulo) & (seg < uhi)
+        if not ok_w:
+            inside &= ~run_w[j : j + window]
+        if inside.all():
+            j += len(seg)
+            window *= 2
+            continue
+        j += int(np.argmin(inside))
+        break
+    return j - i

@@ -506,6 +506,8 @@ def batch_world() -> tuple[Stack, list[int], list[tuple[int, int]]]:
         [s.layout.page_offset + i * 2 * MIB + 0x3000 for i in range(4)]
         + [area + i * KIB4 for i in range(7)]  # the last one is the guard page
         + [clean + i * KIB4 for i in range(5)]
+        # Two more 4 KiB pages inside the first 2 MiB page: runs on one large entry.
+        + [s.layout.page_offset + 0x9000, s.layout.page_offset + 0x1FF000]
     )
     leaves = [(s.pt.walk(clean + i * KIB4).steps[-1].address, 0) for i in range(4)]
     leaves = [(at, int.from_bytes(s.ram.read(at, 8), "little")) for at, _ in leaves]
@@ -537,14 +539,14 @@ def batched(mmu: MmuModel, vaddrs: list[int], writes: list[bool]) -> tuple[objec
 # A trace is a list of bursts, each in one page: runs of one page with changing writes.
 bursts = st.lists(
     st.tuples(
-        st.integers(0, 15),
+        st.integers(0, 17),
         st.lists(st.tuples(st.integers(0, 511), st.booleans()), min_size=1, max_size=6),
     ),
     max_size=40,
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(trace=bursts, policy=st.sampled_from(["lru", "fifo", "random"]))
 def test_batched_translate_equals_translating_one_by_one(
     trace: list[tuple[int, list[tuple[int, bool]]]], policy: str
