@@ -56,6 +56,8 @@ runs on a CPU, too.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable
 
 import attrs
@@ -153,6 +155,8 @@ class CoherentHierarchy:
         self.line = l1s[0].line
         self._shift = self.line.bit_length() - 1
         self._snoops = self._invalidations = self._cache_to_cache = 0
+        self._uc_starts: list[int] = []  # uncached ranges, sorted: [start, end)
+        self._uc_ends: list[int] = []
         if len(l1s) > 1:  # one CPU: nothing to snoop, and the plain fast paths
             for cpu, l1 in enumerate(self.l1s):
                 l1.snoop = self._snooper(cpu)
@@ -224,14 +228,59 @@ class CoherentHierarchy:
         self._l1(cpu).store(phys, data)
 
     def timed_load(self, cpu: int, phys: int, size: int, at: int) -> tuple[bytes, int]:
-        """:meth:`load` issued at cycle ``at``: ``(data, done)``, snoops included."""
+        """:meth:`load` issued at cycle ``at``: ``(data, done)``, snoops included. An
+        access to uncached memory (:meth:`map_uncached`) goes to RAM."""
+        if self._uc_starts and self._uncached(phys):
+            self._l1(cpu)
+            return self.ram.timed_read(phys, size, at)
         return self._l1(cpu).timed_load(phys, size, at)
 
     def timed_store(
         self, cpu: int, phys: int, data: bytes | bytearray | memoryview, at: int
     ) -> tuple[None, int]:
         """:meth:`store` issued at cycle ``at``: ``(None, done)``, snoops included."""
+        if self._uc_starts and self._uncached(phys):
+            self._l1(cpu)
+            return self.ram.timed_write(phys, bytes(data), at)
         return self._l1(cpu).timed_store(phys, data, at)
+
+    # ------------------------------------------------------------------ uncached memory
+
+    def map_uncached(self, phys: int, size: int) -> None:
+        """Make ``[phys, phys + size)`` uncached for the CPUs (x86's PCD/PWT or PAT UC in
+        the mapping, ARM's Device/Normal-NC attributes): their loads and stores there go to
+        RAM, and no line of it is ever cached. What the kernel does to coherent DMA memory
+        on a non-coherent platform; the range must hold no cached line already (clean and
+        invalidate it first)."""
+        _check_int("phys", phys)
+        _check_int("size", size)
+        self.ram.check_range(phys, size)
+        i = bisect.bisect_right(self._uc_starts, phys)
+        if (i and self._uc_ends[i - 1] > phys) or (
+            i < len(self._uc_starts) and self._uc_starts[i] < phys + size
+        ):
+            raise ValueError(f"[{phys:#x}, {phys + size:#x}) overlaps an uncached range")
+        self._uc_starts.insert(i, phys)
+        self._uc_ends.insert(i, phys + size)
+
+    def unmap_uncached(self, phys: int) -> None:
+        """Make the uncached range that starts at ``phys`` cacheable again."""
+        i = bisect.bisect_left(self._uc_starts, phys)
+        if i == len(self._uc_starts) or self._uc_starts[i] != phys:
+            raise ValueError(f"no uncached range starts at {phys:#x}")
+        del self._uc_starts[i]
+        del self._uc_ends[i]
+
+    def _uncached(self, phys: int) -> bool:
+        i = bisect.bisect_right(self._uc_starts, phys) - 1
+        return i >= 0 and phys < self._uc_ends[i]
+
+    def _uncached_mask(self, addrs: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+        starts = np.array(self._uc_starts, dtype=np.int64)
+        ends = np.array(self._uc_ends, dtype=np.int64)
+        a = addrs.astype(np.int64, copy=False)
+        i = np.searchsorted(starts, a, side="right") - 1
+        return (i >= 0) & (a < ends[np.maximum(i, 0)])
 
     def _shared(self, cpu: int, line_addrs: object, is_write: object) -> npt.NDArray[np.bool_]:
         """Per access, whether another L1 holds its line. Those are the only accesses that
@@ -320,6 +369,10 @@ class CoherentHierarchy:
         the same counts and latencies as the L1 alone.
         """
         l1 = self._l1(cpu)
+        if self._uc_starts and isinstance(line_addrs, np.ndarray) and len(line_addrs):
+            uc = self._uncached_mask(line_addrs)
+            if uc.any():
+                return self._timed_mixed(cpu, line_addrs, is_write, at, gaps, uc)
         if self._shared(cpu, line_addrs, is_write).any():
             return l1.timed_access_lines(line_addrs, is_write, at, gaps)
         snoop, l1.snoop = l1.snoop, None
@@ -327,6 +380,37 @@ class CoherentHierarchy:
             return l1.timed_access_lines(line_addrs, is_write, at, gaps)
         finally:
             l1.snoop = snoop
+
+    def _timed_mixed(
+        self,
+        cpu: int,
+        lines: npt.NDArray[np.integer],
+        writes: npt.NDArray[np.bool_],
+        at: int,
+        gaps: npt.NDArray[np.integer] | None,
+        uc: npt.NDArray[np.bool_],
+    ) -> tuple[npt.NDArray[np.int64], int]:
+        """A trace that touches uncached memory: cached runs through the L1 as usual, each
+        uncached access straight to RAM (a line-sized transfer: a trace has no sizes)."""
+        latencies = np.zeros(len(lines), dtype=np.int64)
+        edges = np.flatnonzero(np.diff(uc.astype(np.int8))) + 1
+        bounds = [0, *edges.tolist(), len(lines)]
+        t = at
+        line = self.line
+        for lo, hi in itertools.pairwise(bounds):
+            g = None if gaps is None else gaps[lo:hi]
+            if not uc[lo]:
+                lat, t = self.timed_access_lines(cpu, lines[lo:hi], writes[lo:hi], t, g)
+                latencies[lo:hi] = lat
+                continue
+            for i in range(lo, hi):
+                issue = t
+                if gaps is not None:
+                    t += int(gaps[i])
+                addr = int(lines[i]) & ~(line - 1)
+                t = self.ram.timed_fill(addr, line, t, bool(writes[i]))
+                latencies[i] = t - issue
+        return latencies, t
 
     # ------------------------------------------------------------------ functional (kernel)
 

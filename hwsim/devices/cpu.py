@@ -412,6 +412,10 @@ class Cpu(Actor):
         self.interrupts += 1
         if at > self.cycle:
             self.cycle = at
+        if self.cycle > trio.current_time():
+            # The CPU was busy until later: the handler starts then, and what it does
+            # (programming a device, say) must not happen before (whatever the quantum).
+            await trio.sleep_until(self.cycle)
         token = _current_irq.set(msg)
         try:
             for handler in msg.handlers:

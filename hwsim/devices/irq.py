@@ -391,6 +391,7 @@ class InterruptController(Actor):
         self.model = model
         self.timer = timer
         self.cpus: Sequence[Actor] = cpus
+        self.masked = 0  # raises of lines nobody requested (their pin is masked)
 
     def deliver(self, deliveries: Iterable[IrqDelivery]) -> None:
         """Send each delivery to its CPU at its cycle."""
@@ -423,6 +424,12 @@ class InterruptController(Actor):
 
     @handles(RaiseIrq)
     def _raise(self, msg: RaiseIrq, at: int) -> tuple[None, int]:
+        if not self.model.handlers(msg.irq):
+            # No driver has requested the line: Linux keeps its IO-APIC pin masked (it is
+            # unmasked by request_irq, masked again by the last free_irq), so nothing is
+            # delivered and nothing counts as spurious.
+            self.masked += 1
+            return None, at
         self.deliver(self.model.raise_irq(msg.irq, at))
         return None, at
 

@@ -513,13 +513,18 @@ class RamModel:
         self.bytes_read += size
         return data, self.access_time(at, size)
 
-    def timed_fill(self, phys: int, size: int, at: int) -> int:
-        """The timing and statistics of a read whose bytes the caller does not need (a
-        cache's line fill: the cache reads the bytes later, if ever): the done cycle."""
+    def timed_fill(self, phys: int, size: int, at: int, write: bool = False) -> int:
+        """The timing and statistics of an access whose bytes the caller does not need (a
+        cache's line fill: the cache reads the bytes later, if ever; an uncached access of
+        a trace, which moves no data): the done cycle."""
         if phys < 0 or phys + size > self.size or size <= 0:
             self.check_range(phys, size)
-        self.reads += 1
-        self.bytes_read += size
+        if write:
+            self.writes += 1
+            self.bytes_written += size
+        else:
+            self.reads += 1
+            self.bytes_read += size
         return self.access_time(at, size)
 
     def timed_write(self, phys: int, data: bytes, at: int) -> tuple[None, int]:

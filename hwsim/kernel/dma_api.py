@@ -519,6 +519,8 @@ class DmaApi:
                 self.lines_invalidated += self.caches.invalidate_range(phys, nbytes)
             bisect.insort(self._uncached_starts, phys)
             self._uncached_ends[phys] = phys + nbytes
+            if self.caches is not None and hasattr(self.caches, "map_uncached"):
+                self.caches.map_uncached(phys, nbytes)  # the CPU's accesses bypass them
         handle, iova = phys, None
         if dev.iommu:
             iova_pfn = self._domain(dev).alloc_iova(npages, dev.coherent_limit)
@@ -588,6 +590,8 @@ class DmaApi:
         if phys in self._uncached_ends:
             del self._uncached_ends[phys]
             self._uncached_starts.remove(phys)
+            if self.caches is not None and hasattr(self.caches, "unmap_uncached"):
+                self.caches.unmap_uncached(phys)
 
     def dma_free_coherent(self, dev: DmaDevice, size: int, cpu_addr: int, dma_addr: int) -> None:
         """``dma_free_coherent()``: give back what :meth:`dma_alloc_coherent` returned.

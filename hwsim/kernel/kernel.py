@@ -177,6 +177,8 @@ class Kernel:
             DoubleFree: "Object already free".
             InvalidFree: not an object of this cache.
         """
+        if isinstance(cache, KmemCache):
+            self._check_direct(addr, cache.size, "kmem_cache_free")
         await self._call(self._slab, KmemCacheFree(cache, addr, self.cpu))
 
     async def kmem_cache_shrink(self, cache: KmemCache) -> int:
@@ -212,6 +214,13 @@ class Kernel:
 
     async def krealloc(self, addr: int | None, new_size: int, gfp: int = G.GFP_KERNEL) -> int:
         """``krealloc()``: in place when ``ksize(addr) >= new_size``, else copy and free."""
+        if (
+            self._services.get("dma") is not None
+            and isinstance(addr, int)
+            and self.layout.is_direct_map_addr(addr)
+        ):
+            size = self._slab.kmalloc.allocated_size(addr)  # type: ignore[attr-defined]
+            self._check_direct(addr, size, "krealloc")
         return int(await self._call(self._slab, KreallocMsg(addr, new_size, gfp, self.cpu)))
 
     async def kfree(self, addr: int | None) -> None:
@@ -405,15 +414,13 @@ class Kernel:
         copied back). Raises DmaInFlight while a transfer still uses it; InvalidFree /
         DoubleFree for what was not mapped (dma-debug's words)."""
         device = self._dev(dev)
-        dma = self._services.get("dma")
-        if dma is not None and isinstance(dma_addr, int) and not isinstance(dma_addr, bool):
-            model = self._service("dma_api").model  # type: ignore[attr-defined]
-            try:
-                phys = model.dma_to_phys(device, dma_addr)
-            except Exception:
-                phys = None
-            if phys is not None:
-                self._check_no_dma(phys, max(size, 1), "dma_unmap_single")
+        # The pages the mapping really covers (the bounce slots, the IOMMU's pages): a bad
+        # handle matches nothing here and the service reports it in dma-debug's words.
+        model = self._service("dma_api").model  # type: ignore[attr-defined]
+        for m in model.mappings():
+            if m.device == device.name and m.handle == dma_addr and m.kind == "single":
+                for phys, n in m.phys_ranges:
+                    self._check_no_dma(phys, n, "dma_unmap_single")
         await self._call(
             self._service("dma_api"), DmaUnmapSingle(device, dma_addr, size, direction)
         )
