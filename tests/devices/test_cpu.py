@@ -371,3 +371,26 @@ async def test_with_a_quantum_a_cpu_runs_ahead_of_virtual_time_and_syncs_when_it
     for i in range(50, 400):  # crossing the quantum makes virtual time catch up
         await cpu.load(buf + i * 64, 8)
     assert start < machine.now <= cpu.cycle
+
+
+@pytest.mark.machine(cpus=1)
+async def test_coherent_dma_memory_bypasses_the_caches_one_by_one_and_in_batches(
+    machine: hwsim.Machine,
+) -> None:
+    cpu = machine.cpus[0]
+    cpu_addr, dma_addr = await machine.kernel.dma_alloc_coherent(machine.dma, 8192)
+    await cpu.load(cpu_addr, 8)  # the TLB now holds the direct-map page
+    lat = machine.config.latency
+    uncached = lat.tlb + lat.ram + 64 // lat.ram_bytes_per_cycle  # a line from RAM, no L1/L2
+    batch = await cpu.access(np.arange(64, 8192, 64), 8, base=cpu_addr)
+    assert batch.latencies.tolist() == [uncached] * 127
+    start = machine.now
+    await cpu.store(cpu_addr + 64, b"one")  # a single store goes to RAM too
+    assert machine.now - start == lat.tlb + lat.ram + 1  # 3 bytes: one transfer cycle
+    assert machine.ram.model.read(dma_addr + 64, 3) == b"one"  # not dirty in a cache
+    assert not any(
+        level.contains(dma_addr + off)
+        for level in (*machine.hierarchy.l1s, machine.hierarchy.l2)
+        if level is not None
+        for off in range(0, 8192, 64)
+    )
