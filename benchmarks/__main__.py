@@ -22,6 +22,7 @@ from .access_path import access_path
 from .allocators import allocators
 from .boot import boot_memory
 from .cpu import cpu_access
+from .dma import dma
 from .harness import Section, Settings
 from .report import print_section, print_targets, to_json, write_json
 from .runtime import request_reply, tracing
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[Settings], Section]] = {
     "cpu": cpu_access,
     "allocators": allocators,
     "access-path": access_path,
+    "dma": dma,
 }
 
 

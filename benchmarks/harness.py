@@ -48,6 +48,9 @@ class Settings:
         path_lengths: trace lengths of the access path's length scaling (above 10^5: once).
         path_scale_rounds: interleaved repetitions of each scaling run.
         path_cpu_accesses: accesses in all (split over the CPUs) of the CPU scaling.
+        dma_rounds: interleaved repetitions of the DMA variants (fresh machines).
+        dma_transfers: DMA copies timed per repetition, for 4 KiB, 64 KiB, 1 MiB, 4 MiB.
+        irq_round_trips: DMA completion interrupt round trips timed per repetition.
     """
 
     mode: str
@@ -71,6 +74,9 @@ class Settings:
     path_lengths: tuple[int, ...]
     path_scale_rounds: int
     path_cpu_accesses: int
+    dma_rounds: int
+    dma_transfers: tuple[int, int, int, int]
+    irq_round_trips: int
 
     @classmethod
     def quick(cls) -> Settings:
@@ -96,6 +102,9 @@ class Settings:
             path_lengths=(10_000, 100_000),
             path_scale_rounds=1,
             path_cpu_accesses=50_000,
+            dma_rounds=3,
+            dma_transfers=(100, 50, 10, 5),
+            irq_round_trips=1_000,
         )
 
     @classmethod
@@ -122,6 +131,9 @@ class Settings:
             path_lengths=(10_000, 100_000, 1_000_000, 10_000_000),
             path_scale_rounds=3,
             path_cpu_accesses=200_000,
+            dma_rounds=9,
+            dma_transfers=(500, 250, 40, 15),
+            irq_round_trips=3_000,
         )
 
 

@@ -19,6 +19,8 @@ from .core.clock import sleep_until as sleep_until
 from .core.run import run as run
 from .core.trace import Tracer as Tracer
 from .devices.cpu import BatchResult as BatchResult
+from .devices.cpu import current_irq as current_irq
+from .devices.irq import IRQF_SHARED as IRQF_SHARED
 from .errors import ActorCrashed as ActorCrashed
 from .errors import ConfigError as ConfigError
 from .errors import Deadlock as Deadlock
