@@ -31,6 +31,7 @@ from .errors import DoubleFree as DoubleFree
 from .errors import HwsimError as HwsimError
 from .errors import InvalidFree as InvalidFree
 from .errors import IrqBusy as IrqBusy
+from .errors import NetdevTxBusy as NetdevTxBusy
 from .errors import OutOfMemory as OutOfMemory
 from .errors import SegmentationFault as SegmentationFault
 from .kernel.dma_api import DMA_BIDIRECTIONAL as DMA_BIDIRECTIONAL

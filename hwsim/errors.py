@@ -88,3 +88,8 @@ class ActorCrashed(HwsimError):
     """
 
     secondary: bool = False
+
+
+class NetdevTxBusy(HwsimError):
+    """A network card's transmit ring has no free descriptor: what ``ndo_start_xmit``
+    answers with ``NETDEV_TX_BUSY``. Clean completed descriptors first."""

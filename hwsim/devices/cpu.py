@@ -417,8 +417,12 @@ class Cpu(Actor):
             # (programming a device, say) must not happen before (whatever the quantum).
             await trio.sleep_until(self.cycle)
         token = _current_irq.set(msg)
+        # The handlers installed now: one freed since the raise does not run (free_irq
+        # waits for running handlers and none runs afterwards: synchronize_irq).
+        irqc = self.irq_controller
+        handlers = msg.handlers if irqc is None else irqc.model.handlers(msg.irq)
         try:
-            for handler in msg.handlers:
+            for handler in handlers:
                 await handler(msg.irq)  # type: ignore[operator]
         finally:
             _current_irq.reset(token)

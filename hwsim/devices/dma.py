@@ -590,6 +590,9 @@ class Submit:
     """Start a transfer made of ``descriptors`` (one, or a scatter-gather chain)."""
 
     descriptors: tuple[DmaDescriptor, ...]
+    #: Raise the controller's line at completion (dmaengine's DMA_PREP_INTERRUPT). A bus
+    #: master with its own line (a network card) passes False.
+    interrupt: bool = True
 
 
 class DmaController(Actor):
@@ -665,13 +668,14 @@ class DmaController(Actor):
     def _submit(self, msg: Submit, at: int) -> tuple[DmaTransfer, int]:
         handle = DmaTransfer(self.model.submit(msg.descriptors, at))
         self._in_flight[handle.id] = handle
-        self.timer.call_at(handle.done, lambda: self._complete(handle))
+        self.timer.call_at(handle.done, lambda: self._complete(handle, msg.interrupt))
         return handle, at
 
-    def _complete(self, handle: DmaTransfer) -> None:
+    def _complete(self, handle: DmaTransfer, interrupt: bool) -> None:
         del self._in_flight[handle.id]
         handle._done.set()
-        self.irq_controller.post(RaiseIrq(self.irq), handle.done)
+        if interrupt:
+            self.irq_controller.post(RaiseIrq(self.irq), handle.done)
 
     def statistics(self) -> DmaControllerStatistics:
         s = self.model.statistics()

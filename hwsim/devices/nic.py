@@ -87,7 +87,7 @@ from ..core.actor import Actor, handles
 from ..core.run import unwrap_single_error
 from ..core.timer import Timer
 from ..core.trace import Tracer
-from ..errors import DmaFault, HwsimError
+from ..errors import DmaFault, NetdevTxBusy
 from ..validate import check_int
 from .dma import DEV_TO_MEM, DMA_ALIGNMENT, MEM_TO_DEV, DmaController, DmaDescriptor, Submit
 from .irq import InterruptController, RaiseIrq
@@ -104,11 +104,6 @@ E1000_ICR_TXDW = 0x01
 E1000_ICR_RXT0 = 0x80
 #: The longest frame the card takes (e1000's E1000_MAX_JUMBO_FRAME_SIZE).
 MAX_JUMBO_FRAME_SIZE = 0x3F00
-
-
-class NetdevTxBusy(HwsimError):
-    """The transmit ring has no free descriptor: what ``ndo_start_xmit`` answers with
-    ``NETDEV_TX_BUSY``. Clean completed descriptors (:meth:`NetworkCard.tx_clean`) first."""
 
 
 @attrs.frozen
@@ -718,7 +713,7 @@ class NetworkCard(Actor):
             desc = self.model.rx_desc(index)
             chain = (DmaDescriptor(desc.addr, len(msg.data), DEV_TO_MEM, peer=self.model),)
             try:
-                transfer, _ = await self.dma.call(Submit(chain), at)
+                transfer, _ = await self.dma.call(Submit(chain, interrupt=False), at)
             except DmaFault as exc:  # a DMAR fault: the frame is lost, the card goes on
                 self.model.rx_fault(str(exc))
                 return None, at
@@ -734,7 +729,7 @@ class NetworkCard(Actor):
         index = self.model.tx_start(msg.length)
         chain = (DmaDescriptor(msg.addr, msg.length, MEM_TO_DEV, peer=self.model),)
         try:
-            transfer, _ = await self.dma.call(Submit(chain), at)
+            transfer, _ = await self.dma.call(Submit(chain, interrupt=False), at)
         except BaseException:
             self.model.tx_abort()
             raise
