@@ -105,6 +105,7 @@ class Machine:
     def __init__(self, config: MachineConfig, tracer: Tracer | None = None) -> None:
         self.config = config
         self.tracer = tracer
+        self._plugged: list[Actor] = []
         self.random = random.Random(config.seed)
         lat = config.latency
         ram = RamModel(size=config.ram, latency=lat.ram, bytes_per_cycle=lat.ram_bytes_per_cycle)
@@ -303,6 +304,7 @@ class Machine:
             self.dma_api,
             self.dma,
             *self.cpus,
+            *self._plugged,
         ]
 
     @property
@@ -330,6 +332,19 @@ class Machine:
             stats[f"tlb{i}"] = attrs.asdict(mmu.model.tlb.statistics())
         stats["coherence"] = attrs.asdict(self.hierarchy.statistics())
         return stats
+
+    def plug(self, unit: Actor) -> None:
+        """Add a device started outside :func:`boot` (a network card from
+        :func:`~hwsim.devices.nic.open_nic`) to :attr:`units` and :meth:`stats`."""
+        if not isinstance(unit, Actor):
+            raise TypeError(f"only a unit (an Actor) can be plugged in, got {unit!r}")
+        if any(u.name == unit.name for u in self.units):
+            raise ValueError(f"the machine already has a unit named {unit.name!r}")
+        self._plugged.append(unit)
+
+    def unplug(self, unit: Actor) -> None:
+        """Remove a unit added with :meth:`plug`."""
+        self._plugged.remove(unit)
 
     def _teardown(self) -> None:
         """Break the reference cycles a running machine needs (the L1s' snoop hooks, CPUs

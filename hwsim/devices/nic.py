@@ -750,6 +750,8 @@ class _Bus(Protocol):
     def timer(self) -> Timer: ...
     @property
     def tracer(self) -> Tracer | None: ...
+    def plug(self, unit: Actor) -> None: ...
+    def unplug(self, unit: Actor) -> None: ...
 
 
 @contextlib.asynccontextmanager
@@ -784,7 +786,9 @@ async def open_nic(
     with unwrap_single_error():
         async with trio.open_nursery() as nursery:
             await nursery.start(card.serve, name=card.name)
+            machine.plug(card)
             try:
                 yield card
             finally:
+                machine.unplug(card)
                 nursery.cancel_scope.cancel()

@@ -453,3 +453,15 @@ def test_the_same_seed_gives_the_same_arrivals_drops_and_cycles() -> None:
     assert first != _run_traffic(12)
     stats = first[1]
     assert stats.rx_missed_errors > 0 and stats.rx_packets > 0  # fast traffic overflows
+
+
+@pytest.mark.machine(cpus=1)
+async def test_an_open_card_is_one_of_the_machines_units_until_it_is_closed(
+    machine: hwsim.Machine,
+) -> None:
+    async with open_nic(machine, name="eth0") as eth0:
+        assert eth0 in machine.units
+        assert "eth0" in machine.stats()
+        with pytest.raises(ValueError, match="already has a unit named 'eth0'"):
+            machine.plug(eth0)
+    assert "eth0" not in machine.stats()
