@@ -24,6 +24,7 @@ from .devices.irq import IRQF_SHARED as IRQF_SHARED
 from .errors import ActorCrashed as ActorCrashed
 from .errors import ConfigError as ConfigError
 from .errors import Deadlock as Deadlock
+from .errors import DmaDescriptorError as DmaDescriptorError
 from .errors import DmaFault as DmaFault
 from .errors import DmaInFlight as DmaInFlight
 from .errors import DmaMappingError as DmaMappingError

@@ -93,3 +93,9 @@ class ActorCrashed(HwsimError):
 class NetdevTxBusy(HwsimError):
     """A network card's transmit ring has no free descriptor: what ``ndo_start_xmit``
     answers with ``NETDEV_TX_BUSY``. Clean completed descriptors first."""
+
+
+class DmaDescriptorError(HwsimError, ValueError):
+    """A DMA descriptor or chain the controller cannot run: zero length, a misaligned bus
+    address, no descriptor, or a chain on a controller without scatter-gather. (Also a
+    ValueError: it is a bad argument.) Nothing moves."""

@@ -44,7 +44,7 @@ import trio
 
 from ..core.actor import Actor, handles
 from ..core.timer import Timer
-from ..errors import DmaFault, SegmentationFault
+from ..errors import DmaDescriptorError, DmaFault, SegmentationFault
 from ..units import PAGE_SHIFT, PAGE_SIZE
 from .coherence import CoherentHierarchy
 from .iommu import IOMMU_WALK_CYCLES as IOMMU_WALK_CYCLES
@@ -109,9 +109,9 @@ def _nonnegative_int(instance: object, attribute: attrs.Attribute[int], value: o
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"DmaDescriptor.{attribute.name} is an int, got {value!r}")
     if value < 0:
-        raise ValueError(f"DmaDescriptor.{attribute.name} must be >= 0, got {value:#x}")
+        raise DmaDescriptorError(f"DmaDescriptor.{attribute.name} must be >= 0, got {value:#x}")
     if attribute.name != "length" and value % DMA_ALIGNMENT:
-        raise ValueError(
+        raise DmaDescriptorError(
             f"misaligned DMA address {value:#x}: the engine moves {DMA_ALIGNMENT}-byte words, "
             f"so bus addresses must be {DMA_ALIGNMENT}-byte aligned (kmalloc buffers are)"
         )
@@ -146,10 +146,12 @@ class DmaDescriptor:
 
     def __attrs_post_init__(self) -> None:
         if self.length == 0:
-            raise ValueError("a DMA descriptor of length 0 moves nothing: drop it from the chain")
+            raise DmaDescriptorError(
+                "a DMA descriptor of length 0 moves nothing: drop it from the chain"
+            )
         if self.direction is MEM_TO_MEM:
             if self.src_bus is None or self.peer is not None:
-                raise ValueError("a MEM_TO_MEM descriptor needs src_bus and no peer")
+                raise DmaDescriptorError("a MEM_TO_MEM descriptor needs src_bus and no peer")
         elif self.src_bus is not None or not isinstance(self.peer, Peripheral):
             raise ValueError(
                 f"a {self.direction.name} descriptor needs a peer with produce()/consume() "
@@ -357,12 +359,12 @@ class DmaControllerModel:
     def _plan(self, chain: Sequence[DmaDescriptor] | DmaDescriptor) -> tuple[list[_Planned], int]:
         descriptors = [chain] if isinstance(chain, DmaDescriptor) else list(chain)
         if not descriptors:
-            raise ValueError("a DMA transfer needs at least one descriptor")
+            raise DmaDescriptorError("a DMA transfer needs at least one descriptor")
         for d in descriptors:
             if not isinstance(d, DmaDescriptor):
                 raise TypeError(f"expected a DmaDescriptor, got {d!r}")
         if len(descriptors) > 1 and not self.scatter_gather:
-            raise ValueError(
+            raise DmaDescriptorError(
                 f"controller has no scatter-gather: a transfer is one contiguous bus range, "
                 f"got {len(descriptors)} descriptors. Copy through a contiguous bounce buffer "
                 "or submit one transfer per range."

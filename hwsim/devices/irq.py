@@ -163,7 +163,7 @@ class InterruptControllerModel:
         self._irq(irq)
         label = name if name is not None else str(handler_token)
         actions = self._actions.get(irq, [])
-        if any(a.token == handler_token for a in actions):
+        if any(a.token == handler_token for a in actions) and all(a.shared for a in actions):
             raise ValueError(
                 f"request_irq: IRQ {irq}: handler {label!r} is already registered; "
                 "free_irq it first"

@@ -316,3 +316,18 @@ async def test_a_naive_driver_dma_over_a_vmalloc_buffer_is_reported_like_kasan(
     assert pfns[0] + 1 in report.pfns
     assert "BUG: KASAN: wild-memory-access" in str(report)
     assert machine.stats()["dma"]["corruptions"] == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_bad_descriptors_are_hwsim_errors(machine: hwsim.Machine) -> None:
+    buf = machine.kernel.virt_to_phys(await machine.kernel.kmalloc(4096))
+    for bad in (
+        lambda: DmaDescriptor(buf, 0, MEM_TO_MEM, src_bus=buf),
+        lambda: DmaDescriptor(buf + 2, 64, MEM_TO_MEM, src_bus=buf),
+    ):
+        with pytest.raises(hwsim.DmaDescriptorError) as info:
+            bad()
+        assert isinstance(info.value, hwsim.HwsimError)
+    with pytest.raises(hwsim.DmaDescriptorError, match="at least one descriptor"):
+        await machine.dma.submit([])
+    assert machine.stats()["dma"]["transfers"] == 0

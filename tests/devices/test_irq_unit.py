@@ -332,3 +332,16 @@ async def test_proc_interrupts_shows_the_handled_completions_and_the_handlers_na
     assert " 11:          3          0   IO-APIC  11-edge      hwsim-dma" in rows
     assert machine.stats()["cpu0"]["interrupts"] == 3
     assert machine.stats()["irq"]["spurious"] == 0
+
+
+@pytest.mark.machine(cpus=1)
+async def test_the_same_handler_requested_twice_on_an_exclusive_line_is_ebusy(
+    machine: hwsim.Machine,
+) -> None:
+    async def handler(irq: int) -> None:
+        pass
+
+    await machine.kernel.request_irq(5, handler)
+    with pytest.raises(hwsim.IrqBusy, match="-EBUSY"):
+        await machine.kernel.request_irq(5, handler)
+    assert machine.irq.model.handlers(5) == (handler,)
