@@ -162,12 +162,18 @@ class CachesConfig:
 
 @attrs.frozen(kw_only=True)
 class DmaConfig:
-    """The DMA controller."""
+    """The DMA controller (and the device the DMA API sees: its mask, scatter-gather and
+    maximum segment size)."""
 
     channels: int = _int_field("dma.channels", 4, minimum=1, maximum=64)
     scatter_gather: bool = _bool_field("dma.scatter_gather", False)
     mask_bits: int = _int_field("dma.mask_bits", 32, minimum=24, maximum=64)
     bytes_per_cycle: int = _int_field("dma.bytes_per_cycle", 8, minimum=1)
+    #: The device's largest DMA segment (``dma_set_max_seg_size``; Linux's default without
+    #: dma_parms is 64 KiB): dma_map_sg never makes a longer one, IOMMU or not.
+    max_segment_size: int = _int_field(
+        "dma.max_segment_size", 64 << 10, minimum=PAGE_SIZE, maximum=(1 << 32) - 1
+    )
 
 
 @attrs.frozen(kw_only=True)

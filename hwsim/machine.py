@@ -59,6 +59,7 @@ class _ProcSources:
     pagetable: KernelPageTable
     vmalloc: VmallocAllocator
     slab: SlabAllocator
+    dma_api: DmaApi
 
     def vmallocinfo_rows(self) -> list[VmallocInfoRow]:
         return [
@@ -84,6 +85,8 @@ class _ProcSources:
             slab_unreclaimable=self.slab.nr_slab_unreclaimable,
             swap_total=self.swap_pages,
             swap_free=self.swap_pages,
+            cma_total=self.dma_api.cma_pages,
+            cma_free=self.dma_api.cma_free_pages,
         )
 
 
@@ -183,6 +186,7 @@ class Machine:
             dma_mask=dcfg.mask_bits,
             scatter_gather=dcfg.scatter_gather,
             iommu=config.iommu,
+            max_segment_size=dcfg.max_segment_size,
         )
         dma_api = DmaApi(
             self.buddy.model,
@@ -254,6 +258,7 @@ class Machine:
             self.pagetable,
             self.vmalloc.model,
             self.slab.model,
+            self.dma_api.model,
         )
         self.proc = Proc.for_buddy(
             self.buddy.model,

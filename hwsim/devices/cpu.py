@@ -599,9 +599,15 @@ class Cpu(Actor):
         tr: TraceTranslation
         tr, t = yield self.mmu, TranslateTrace(pieces.vaddrs, pieces.writes), at
         mmu = self.mmu.model
+        phys = tr.phys
+        beyond: int | None = None  # the first piece mapped past RAM (a corrupted PTE)
+        ends = phys + pieces.sizes[: len(phys)]
+        if len(phys) and int(ends.max()) > self.hierarchy.size:
+            beyond = int(np.argmax(ends > self.hierarchy.size))
+            phys = phys[:beyond]
         plan = plan_trace(
             pieces,
-            tr.phys,
+            phys,
             tr.walk_log,
             line=self.hierarchy.line,
             tlb_latency=mmu.tlb_latency,
@@ -615,6 +621,19 @@ class Cpu(Actor):
         if walks:
             _, t = yield self.mmu, RecordWalkCycles(walk_cycles), t
         latencies = plan.latencies(lat, n)
+        if beyond is not None:
+            index = int(pieces.owner[beyond])
+            self._count_batch(batch, index)
+            self._retire(at, t)
+            self.faults += 1
+            error = SegmentationFault(
+                f"machine check: access {index} of the batch, at {int(pieces.vaddrs[beyond]):#x}, "
+                f"is mapped to physical {int(tr.phys[beyond]):#x}, beyond the end of RAM "
+                f"({self.hierarchy.size:#x} bytes): a page-table entry was overwritten",
+                address=int(pieces.vaddrs[beyond]),
+            )
+            error.index = index  # type: ignore[attr-defined]
+            raise error
         done = n
         if tr.fault is not None:
             assert tr.fault.index is not None

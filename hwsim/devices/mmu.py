@@ -122,6 +122,7 @@ NOT_PRESENT = "not present"
 WRITE_TO_READ_ONLY = "protection: write to read-only page"
 USER_TO_KERNEL = "protection: user access to kernel page"
 FETCH_FROM_NX = "protection: instruction fetch from NX page"
+BEYOND_RAM = "corrupted entry: no page table there"
 
 
 class GeneralProtectionFault(SegmentationFault):
@@ -228,6 +229,11 @@ def _oops(
         detail = f"the {level} entry is not present"
     elif reason == FETCH_FROM_NX:
         detail = f"NX set {where}"
+    elif reason == BEYOND_RAM:
+        detail = (
+            f"the {level} entry points to a table beyond the end of physical memory (a "
+            "corrupted page table: something wrote over it)"
+        )
     else:
         detail = f"{'RW' if reason == WRITE_TO_READ_ONLY else 'USER'} clear {where}"
     lines.append(f"hwsim: {reason}: {detail}")
@@ -488,6 +494,8 @@ class MmuModel:
             if not entry & _PAGE_PRESENT or depth == last or (level.large and entry & _PAGE_PSE):
                 break
             table = entry & mask
+            if table >= ram.size:
+                break  # a table beyond RAM: the walk cannot go on (see _fill)
         return entries, addrs, t
 
     def _fill(
@@ -521,6 +529,14 @@ class MmuModel:
             reason, bad = WRITE_TO_READ_ONLY, ro_at
         elif exec_ and nx_at >= 0:
             reason, bad = FETCH_FROM_NX, nx_at
+        size = 1 << levels[depth].shift
+        base = entries[depth] & self.mode.addr_mask & ~(size - 1)
+        leaf = depth == self._last or (levels[depth].large and entries[depth] & _PAGE_PSE)
+        if bad < 0 and not leaf:
+            # A table pointer past RAM (a corrupted entry): there is no table to read, so
+            # the walk ends here, attributed to this access. (A leaf may map memory that is
+            # not RAM - device memory - so the MMU does not check leaves; the CPU does.)
+            reason, bad = BEYOND_RAM, depth
         if bad >= 0:
             tlb.record_walk(t - start)
             raise self._walk_fault(vaddr, write, user, exec_, reason, bad, entries, addrs, t, timed)
@@ -545,7 +561,6 @@ class MmuModel:
                     entries[d] = new
         tlb.record_walk(t - start)
         leaf = entries[depth]
-        size = 1 << levels[depth].shift
         flags = leaf & self.mode.flag_mask & ~(_PAGE_RW | _PAGE_USER | _PAGE_NX)
         if ro_at < 0:
             flags |= _PAGE_RW
@@ -553,7 +568,6 @@ class MmuModel:
             flags |= _PAGE_USER
         if nx_at >= 0:
             flags |= _PAGE_NX
-        base = leaf & self.mode.addr_mask & ~(size - 1)
         tlb.insert(vaddr, base, size, flags, self.asid, bool(leaf & _PAGE_GLOBAL))
         return base + (vaddr & (size - 1)), t, depth + 1
 
@@ -610,7 +624,8 @@ class MmuModel:
             exec_=exec_,
             reason=reason,
             level=self._levels[depth].name,
-            error_code=self._error_code(write, user, exec_, reason != NOT_PRESENT),
+            error_code=self._error_code(write, user, exec_, reason != NOT_PRESENT)
+            | (X86_PF_RSVD if reason == BEYOND_RAM else 0),
             steps=self._steps(vaddr, entries, addrs),
             done=t if timed else None,
             address_width=self._width,
@@ -790,6 +805,19 @@ class MmuModel:
         depth = len(entries) - 1
         steps = self._steps(vaddr, entries, addrs)
         leaf = entries[-1]
+        level = self._levels[depth]
+        is_leaf = depth == self._last or (level.large and bool(leaf & _PAGE_PSE))
+        if leaf & _PAGE_PRESENT and not is_leaf:
+            raise PageFault(
+                vaddr,
+                write=False,
+                user=False,
+                reason=BEYOND_RAM,
+                level=level.name,
+                error_code=X86_PF_PROT | X86_PF_RSVD,
+                steps=steps,
+                address_width=self._width,
+            )
         if not leaf & _PAGE_PRESENT:
             raise PageFault(
                 vaddr,

@@ -45,6 +45,7 @@ import attrs
 
 from ..core.actor import Actor, handles
 from ..devices.mmu import (
+    BEYOND_RAM,
     FETCH_FROM_NX,
     NOT_PRESENT,
     USER_TO_KERNEL,
@@ -69,7 +70,8 @@ class FaultStatistics:
 
     ``not_present`` counts faults on unmapped addresses other than guard pages;
     ``permission`` writes to read-only pages, user accesses to kernel pages and fetches
-    from NX pages; ``oopses`` the faults that ended in ``page_fault_oops`` (all of them,
+    from NX pages; ``corrupted`` walks that met an entry pointing to no table (a page
+    table something wrote over); ``oopses`` the faults that ended in ``page_fault_oops`` (all of them,
     until user address spaces exist).
     """
 
@@ -77,6 +79,7 @@ class FaultStatistics:
     not_present: int
     guard_page: int
     permission: int
+    corrupted: int
     oopses: int
 
 
@@ -95,7 +98,8 @@ class PageFaultHandler:
             raise TypeError(f"vmalloc must be a VmallocAllocator, got {vmalloc!r}")
         self.layout = layout
         self.vmalloc = vmalloc
-        self.faults = self.not_present = self.guard_page = self.permission = self.oopses = 0
+        self.faults = self.not_present = self.guard_page = self.permission = 0
+        self.corrupted = self.oopses = 0
 
     def statistics(self) -> FaultStatistics:
         return FaultStatistics(
@@ -103,6 +107,7 @@ class PageFaultHandler:
             not_present=self.not_present,
             guard_page=self.guard_page,
             permission=self.permission,
+            corrupted=self.corrupted,
             oopses=self.oopses,
         )
 
@@ -120,6 +125,8 @@ class PageFaultHandler:
                 self.guard_page += 1
             elif error.reason == NOT_PRESENT:
                 self.not_present += 1
+            elif error.reason == BEYOND_RAM:
+                self.corrupted += 1
             else:
                 self.permission += 1
         return error
@@ -129,7 +136,7 @@ class PageFaultHandler:
         accesses, which leave no trace)."""
         if not isinstance(fault, PageFault):
             raise TypeError(f"exc_page_fault handles a PageFault, got {fault!r}")
-        if fault.reason in (WRITE_TO_READ_ONLY, USER_TO_KERNEL, FETCH_FROM_NX):
+        if fault.reason in (WRITE_TO_READ_ONLY, USER_TO_KERNEL, FETCH_FROM_NX, BEYOND_RAM):
             return fault
         address = fault.address
         if fault.reason == NOT_PRESENT and self.vmalloc.is_guard_page(address):

@@ -394,3 +394,36 @@ async def test_coherent_dma_memory_bypasses_the_caches_one_by_one_and_in_batches
         if level is not None
         for off in range(0, 8192, 64)
     )
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_page_table_entry_pointing_past_ram_faults_at_the_access_that_uses_it(
+    machine: hwsim.Machine,
+) -> None:
+    cpu = machine.cpus[0]
+    buf = await machine.kernel.vmalloc(8192)
+    leaf = machine.mmus[0].model.walk(buf + 4096).steps[-1]
+    # Something scribbles over the second page's PTE (a naive driver's DMA, say).
+    machine.hierarchy.write(leaf.address, (machine.config.ram * 4 | 0x63).to_bytes(8, "little"))
+    machine.flush_tlb_all()
+    with pytest.raises(hwsim.SegmentationFault, match="beyond the end of RAM") as info:
+        await cpu.access(np.arange(0, 8192, 512), 8, base=buf)
+    assert info.value.index == 8  # type: ignore[attr-defined]
+    assert cpu.statistics().loads == 8  # the accesses before it took effect
+    assert await cpu.load(buf, 8) == bytes(8)  # the first page still works
+    with pytest.raises(hwsim.SegmentationFault, match="beyond the end of RAM"):
+        await cpu.load(buf + 4096, 8)  # one by one: the cache refuses the address
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_table_pointer_past_ram_ends_the_walk_with_a_fault(
+    machine: hwsim.Machine,
+) -> None:
+    buf = await machine.kernel.vmalloc(4096)
+    pmd = machine.mmus[0].model.walk(buf).steps[-2]  # the PMD entry: points to the PTE table
+    machine.hierarchy.write(pmd.address, (machine.config.ram * 4 | 0x63).to_bytes(8, "little"))
+    machine.flush_tlb_all()
+    with pytest.raises(hwsim.SegmentationFault, match="corrupted page table") as info:
+        await machine.cpus[0].load(buf, 8)
+    assert info.value.error_code & 0x8  # type: ignore[attr-defined]  # X86_PF_RSVD
+    assert machine.stats()["fault"]["corrupted"] == 1
