@@ -71,8 +71,8 @@ class FaultStatistics:
     ``not_present`` counts faults on unmapped addresses other than guard pages;
     ``permission`` writes to read-only pages, user accesses to kernel pages and fetches
     from NX pages; ``corrupted`` walks that met an entry pointing to no table (a page
-    table something wrote over); ``oopses`` the faults that ended in ``page_fault_oops`` (all of them,
-    until user address spaces exist).
+    table something wrote over); ``oopses`` the faults that ended in ``page_fault_oops``
+    (all of them, until user address spaces exist).
     """
 
     faults: int
