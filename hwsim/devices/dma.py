@@ -14,11 +14,13 @@ RAM behind the CPU caches; a coherent one uses the snooping ``*_coherent`` twins
 
 Timing. The engine moves ``bytes_per_cycle`` bytes a cycle, in bursts of :data:`DMA_BURST`
 bytes (a cache line), and each burst occupies the one memory channel it shares with the
-CPUs: bursts are booked in the RAM's channel calendar as one chain, paced at the engine's
-speed, so a CPU streaming through RAM delays the DMA and the DMA delays the CPU. A transfer
-completes at ``max(engine time, channel time with contention) + RAM latency`` after it
-starts; it starts when a channel is free (the earliest free channel, the lowest-numbered on
-ties). Several channels run concurrently and compete only for the memory channel.
+CPUs; every descriptor of a chain after the first is fetched from memory first (a RAM read
+of :data:`DESCRIPTOR_BYTES`, its latency added to the transfer): bursts are booked in the
+RAM's channel calendar as one chain, paced at the engine's speed, so a CPU streaming through
+RAM delays the DMA and the DMA delays the CPU. A transfer completes at ``max(engine time,
+channel time with contention) + RAM latency`` after it starts; it starts when a channel is
+free (the earliest free channel, the lowest-numbered on ties). Several channels run
+concurrently and compete only for the memory channel.
 
 The model moves the bytes when a transfer is submitted (the atomic view) and returns a
 :class:`Transfer` that says when it completes; an actor around it waits until ``done`` and
@@ -57,6 +59,8 @@ from .ram import RamModel
 DMA_BURST = 64
 #: Bus addresses must be multiples of this (the engine moves 32-bit words); lengths are free.
 DMA_ALIGNMENT = 4
+#: Bytes of one scatter-gather descriptor in memory (address, length, control, next).
+DESCRIPTOR_BYTES = 32
 # One physical piece of a descriptor: (phys, size).
 _Segment = tuple[int, int]
 
@@ -467,7 +471,16 @@ class DmaControllerModel:
         ram.bytes_written += int(size_arr[w].sum())
         ram.bytes_read += int(size_arr[~w].sum())
         chain_end = start + channel + (k - 1) * gap + queued
-        return max(chain_end, start + engine) + ram.latency
+        done = max(chain_end, start + engine) + ram.latency
+        # A chain's later descriptors are fetched from memory by the engine (the first is
+        # programmed through registers): one RAM read each, before its data can move.
+        fetches = len(planned) - 1
+        if fetches:
+            per_fetch = ram.latency + -(-DESCRIPTOR_BYTES // ram.bytes_per_cycle)
+            ram.reads += fetches
+            ram.bytes_read += fetches * DESCRIPTOR_BYTES
+            done += fetches * per_fetch
+        return done
 
     # ------------------------------------------------------------------ API
 
