@@ -443,17 +443,17 @@ class RamModel:
     def read(self, phys: int, size: int) -> bytes:
         """The bytes at ``[phys, phys + size)``, without timing or statistics."""
         self.check_range(phys, size)
-        out = bytearray(size)
+        parts = []
         pos = 0
+        pages = self._pages
         while pos < size:
             addr = phys + pos
             pfn, offset = addr >> PAGE_SHIFT, addr & (PAGE_SIZE - 1)
             chunk = min(size - pos, PAGE_SIZE - offset)
-            page = self._pages.get(pfn)
-            if page is not None:
-                out[pos : pos + chunk] = page[offset : offset + chunk].tobytes()
+            page = pages.get(pfn)
+            parts.append(bytes(chunk) if page is None else page[offset : offset + chunk].tobytes())
             pos += chunk
-        return bytes(out)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def write(self, phys: int, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` at ``phys``, without timing or statistics."""
