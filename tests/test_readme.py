@@ -43,3 +43,11 @@ def test_the_readme_kernel_example_runs(capsys: pytest.CaptureFixture[str]) -> N
     assert 0 < int(phys, 16) < 64 << 20  # a physical address of the 64 MiB machine
     assert len(eval(pfns)) == 4
     assert "Node 0, zone      DMA " in out
+
+
+def test_the_readme_dma_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    example = next(block for block in python_blocks() if "hwsim.run(nic_like_driver)" in block)
+    exec(compile(example, str(README), "exec"), {"__name__": "readme"})
+    data, rejected = capsys.readouterr().out.splitlines()
+    assert data.startswith("b'packet!' [(11, 0, ")  # the bytes, and the interrupt on CPU 0
+    assert rejected == "dma: rejecting DMA map of vmalloc memory"
