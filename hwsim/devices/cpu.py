@@ -44,15 +44,8 @@ from ..errors import SegmentationFault
 from .access import plan_trace, split_batch, split_pages
 from .coherence import CacheLoad, CacheStore, CoherentHierarchy, LineTrace
 from .irq import InterruptController, IrqDelivery
-from .mmu import (
-    WRITE_TO_READ_ONLY,
-    Mmu,
-    PageFault,
-    RecordWalkCycles,
-    TraceTranslation,
-    Translate,
-    TranslateTrace,
-)
+from .mmu import Mmu, RecordWalkCycles, TraceTranslation, Translate, TranslateTrace
+from .pagefault import WRITE_TO_READ_ONLY, PageFault
 
 # A request a CPU makes of a unit: (unit, message, issue cycle); the reply is (value, done).
 _Request = tuple[Actor, object, int]

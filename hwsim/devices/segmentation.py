@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from ..errors import SegmentationFault
-from .mmu import GeneralProtectionFault
+from .pagefault import GeneralProtectionFault
 from .ram import RamModel
 
 # Descriptor flags, as Linux spells them (arch/x86/include/asm/desc_defs.h, v6.8+, where

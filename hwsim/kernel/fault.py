@@ -15,7 +15,7 @@ not-present address is the guard page after a vmalloc area (an access past the e
 vmalloc buffer), or inside a vmalloc area being torn down, or outside every mapping.
 
 Example:
-    >>> from hwsim.devices.mmu import NOT_PRESENT, PageFault
+    >>> from hwsim.devices.pagefault import NOT_PRESENT, PageFault
     >>> from hwsim.kernel.buddy import BuddyAllocator
     >>> from hwsim.devices.ram import RamModel
     >>> from hwsim.kernel.layout import layout_for
@@ -44,7 +44,7 @@ from __future__ import annotations
 import attrs
 
 from ..core.actor import Actor, handles
-from ..devices.mmu import (
+from ..devices.pagefault import (
     BEYOND_RAM,
     FETCH_FROM_NX,
     NOT_PRESENT,
