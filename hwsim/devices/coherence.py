@@ -232,7 +232,11 @@ class CoherentHierarchy:
         access to uncached memory (:meth:`map_uncached`) goes to RAM."""
         if self._uc_starts and self._uncached(phys):
             self._l1(cpu)
-            return self.ram.timed_read(phys, size, at)
+            parts, t = [], at
+            for lo, n in self._uncached_pieces(phys, size):  # one bus access per line
+                data, t = self.ram.timed_read(lo, n, t)
+                parts.append(data)
+            return b"".join(parts), t
         return self._l1(cpu).timed_load(phys, size, at)
 
     def timed_store(
@@ -241,8 +245,21 @@ class CoherentHierarchy:
         """:meth:`store` issued at cycle ``at``: ``(None, done)``, snoops included."""
         if self._uc_starts and self._uncached(phys):
             self._l1(cpu)
-            return self.ram.timed_write(phys, bytes(data), at)
+            raw, t = bytes(data), at
+            self.ram.check_range(phys, len(raw))
+            for lo, n in self._uncached_pieces(phys, len(raw)):  # one bus access per line
+                _, t = self.ram.timed_write(lo, raw[lo - phys : lo - phys + n], t)
+            return None, t
         return self._l1(cpu).timed_store(phys, data, at)
+
+    def _uncached_pieces(self, phys: int, size: int) -> list[tuple[int, int]]:
+        """``(phys, size)`` per line of an uncached access: the CPU does not merge them."""
+        line, out, pos = self.line, [], phys
+        while pos < phys + size:
+            n = min(phys + size - pos, line - (pos & (line - 1)))
+            out.append((pos, n))
+            pos += n
+        return out
 
     # ------------------------------------------------------------------ uncached memory
 
@@ -491,15 +508,36 @@ class CoherentHierarchy:
 
     # ------------------------------------------------------------------ maintenance
 
+    def _lines_held(self, phys: int, size: int, dirty: bool) -> int:
+        """How many distinct line addresses of the range some cache holds (dirty ones only,
+        with ``dirty``): what one maintenance instruction per line acts on."""
+        self.ram.check_range(phys, size)
+        held: set[int] = set()
+        for level in self._caches():
+            line = level.line
+            if dirty:
+                held.update(ln * line for ln in level.dirty_lines(phys, size))
+            else:
+                held.update(ln * line for ln, _ in level._resident(phys, size))
+        return len({addr // self.line for addr in held})
+
     def writeback_range(self, phys: int, size: int) -> int:
         """Clean the lines touching the range in every cache, down to RAM; return how many
-        dirty lines were written back. Like ARM's broadcast ``dc cvac``: every CPU's L1."""
-        return sum(l1.writeback_range(phys, size) for l1 in self.l1s)
+        dirty lines that was - one per line address, however many levels held it dirty,
+        as ARM's broadcast ``dc cvac`` (one instruction per line) cleans every level."""
+        count = self._lines_held(phys, size, True)
+        for l1 in self.l1s:
+            l1.writeback_range(phys, size)
+        return count
 
     def invalidate_range(self, phys: int, size: int) -> int:
         """Drop the lines touching the range from every cache (dirty data is lost, as with
-        :meth:`~hwsim.devices.cache.CacheModel.invalidate_range`); return how many."""
-        return sum(l1.invalidate_range(phys, size) for l1 in self.l1s)
+        :meth:`~hwsim.devices.cache.CacheModel.invalidate_range`); return how many line
+        addresses some cache held (``dc ivac``: one instruction per line, every level)."""
+        count = self._lines_held(phys, size, False)
+        for l1 in self.l1s:
+            l1.invalidate_range(phys, size)
+        return count
 
     def flush_all(self) -> int:
         """Write every dirty line back, in every cache; return how many."""
