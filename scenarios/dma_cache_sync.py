@@ -51,15 +51,14 @@ What to expect (measured; every seed gives the same table but for the bytes - se
 - 1 and 3 are stale on all 8 lines. In 1 the L1 holds NEW in 8 dirty lines and the device
   reads OLD from RAM. In 3 the CPU's 8 loads hit 8 clean lines of OLD: 40 cycles (5 a line,
   TLB 1 + L1 4) - a stale read is a fast one.
-- 2 is correct: the map wrote back 16 lines (``dma_api``), 8 ``l1d0`` write-backs: hwsim
-  counts every level a dirty line is cleaned through (the L1 into the L2, then the L2 to
-  RAM). The lines stay in the L1, clean: arm64 cleans, it does not invalidate, for the
-  device.
-- 4 is correct: the map found nothing dirty (0 written back); the unmap invalidated 16
-  (the 8 lines in the L1 and in the L2), so the read missed to RAM: 968 cycles, 121 a line.
+- 2 is correct: the map wrote back 8 lines (``dma_api``: one clean per line address, as
+  one ``dc cvac`` per line cleans every level) and the L1 made 8 write-backs. The lines
+  stay in the L1, clean: arm64 cleans, it does not invalidate, for the device.
+- 4 is correct: the map found nothing dirty (0 written back); the unmap invalidated 8 lines
+  (each held in the L1 and the L2), so the read missed to RAM: 968 cycles, 121 a line.
 - 5a is stale in line 0 only (``ONNNNNNN``): the peek cached it again, with OLD, and
   nothing invalidated it; the 7 lines nobody touched are right (852 cycles: 1 hit and 7
-  misses). 5b is correct: the sync invalidated 2 lines (line 0 in the L1 and the L2). That
+  misses). 5b is correct: the sync invalidated line 0 (in the L1 and the L2). That
   is why ``arch_sync_dma_for_cpu`` invalidates at sync_for_cpu and unmap rather than
   trusting the map (since 2022 arm64's map only cleans a DMA_FROM_DEVICE buffer): the CPU,
   or its prefetcher, may load a line while the device owns the buffer. The rule: don't
