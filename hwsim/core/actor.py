@@ -91,6 +91,17 @@ def _abort_idle(raise_cancel: object) -> Abort:
     return Abort.SUCCEEDED
 
 
+#: How much of a message an error note shows (a burst's arrays, a chain of descriptors).
+NOTE_REPR_LIMIT = 300
+
+
+def _short(msg: object) -> str:
+    text = repr(msg)
+    if len(text) > NOTE_REPR_LIMIT:
+        text = f"{text[: NOTE_REPR_LIMIT - 20]}... ({len(text)} characters)"
+    return text
+
+
 class Actor:
     """Base class of every unit and service.
 
@@ -184,7 +195,7 @@ class Actor:
         except REFUSALS as exc:
             if isinstance(exc, HwsimError) and exc.actor is None:
                 exc.actor = self.name
-            exc.add_note(f"(raised by actor {self.name!r} handling {msg!r}, atomic)")
+            exc.add_note(f"(raised by actor {self.name!r} handling {_short(msg)}, atomic)")
             raise
 
     def post(self, msg: object, at: int | None = None) -> None:
@@ -241,7 +252,7 @@ class Actor:
                             ) from exc
                         if isinstance(exc, HwsimError) and exc.actor is None:
                             exc.actor = self.name
-                        exc.add_note(f"(raised by actor {self.name!r} handling {msg!r})")
+                        exc.add_note(f"(raised by actor {self.name!r} handling {_short(msg)})")
                         reply: outcome.Outcome[Any] = outcome.Error(exc)
                         result = None
                     else:

@@ -96,9 +96,15 @@ class FifoPeripheral:
     """A byte FIFO device: ``consume`` appends to ``received``, ``produce`` takes from
     ``to_send`` (and pads with ``fill`` when it runs dry, as a device reading an idle line)."""
 
-    to_send: bytearray = attrs.field(factory=bytearray, converter=bytearray)
-    received: bytearray = attrs.field(factory=bytearray)
+    to_send: bytearray = attrs.field(factory=bytearray, converter=bytearray, repr=False)
+    received: bytearray = attrs.field(factory=bytearray, repr=False)
     fill: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"FifoPeripheral(to_send=<{len(self.to_send)} bytes>, "
+            f"received=<{len(self.received)} bytes>, fill={self.fill})"
+        )
 
     def produce(self, n: int) -> bytes:
         out = bytes(self.to_send[:n])

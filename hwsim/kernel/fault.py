@@ -159,7 +159,9 @@ class PageFaultHandler:
             where = (
                 "in vmalloc space, outside every live area (freed, or never allocated)"
                 if area is None
-                else f"in the vmalloc area {area.start:#x}-{area.end:#x}, not mapped"
+                else f"in the live vmalloc area {area.start:#x}-{area.end - PAGE_SIZE:#x} "
+                f"({area.caller or 'vmalloc'}), which vmalloc mapped: its page table was "
+                "overwritten"
             )
         elif layout.is_direct_map_addr(address):
             where = "in the direct map, not mapped"
