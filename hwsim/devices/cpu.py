@@ -592,16 +592,18 @@ class Cpu(Actor):
         tr: TraceTranslation
         tr, t = yield self.mmu, TranslateTrace(pieces.vaddrs, pieces.writes), at
         mmu = self.mmu.model
-        phys = tr.phys
+        phys, walk_log = tr.phys, tr.walk_log
         beyond: int | None = None  # the first piece mapped past RAM (a corrupted PTE)
         ends = phys + pieces.sizes[: len(phys)]
         if len(phys) and int(ends.max()) > self.hierarchy.size:
+            # The batch ends there: its walk happened, what was translated after it did not.
             beyond = int(np.argmax(ends > self.hierarchy.size))
             phys = phys[:beyond]
+            walk_log = [w for w in walk_log if w[0] <= beyond]
         plan = plan_trace(
             pieces,
             phys,
-            tr.walk_log,
+            walk_log,
             line=self.hierarchy.line,
             tlb_latency=mmu.tlb_latency,
             bypass_cycles=self.walk_bypass_cycles,
@@ -609,7 +611,7 @@ class Cpu(Actor):
         lat = np.zeros(0, dtype=np.int64)
         if len(plan.lines):
             lat, t = yield self.l1d, LineTrace(plan.lines, plan.writes, plan.gaps), t
-        walks = len({p for p, _, w in tr.walk_log if not w})
+        walks = len({p for p, _, w in walk_log if not w})
         walk_cycles = plan.walk_cycles(lat)
         if walks:
             _, t = yield self.mmu, RecordWalkCycles(walk_cycles), t

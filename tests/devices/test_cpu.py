@@ -427,3 +427,18 @@ async def test_a_table_pointer_past_ram_ends_the_walk_with_a_fault(
         await machine.cpus[0].load(buf, 8)
     assert info.value.error_code & 0x8  # type: ignore[attr-defined]  # X86_PF_RSVD
     assert machine.stats()["fault"]["corrupted"] == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_batch_stops_at_a_pte_past_ram_even_when_later_accesses_walk(
+    machine: hwsim.Machine,
+) -> None:
+    cpu = machine.cpus[0]
+    buf = await machine.kernel.vmalloc(4 * 4096)
+    leaf = machine.mmus[0].model.walk(buf + 4096).steps[-1]
+    machine.hierarchy.write(leaf.address, (machine.config.ram * 4 | 0x63).to_bytes(8, "little"))
+    machine.flush_tlb_all()
+    with pytest.raises(hwsim.SegmentationFault, match="beyond the end of RAM") as info:
+        await cpu.access(np.arange(0, 4 * 4096, 1024), 8, base=buf)  # pages 2 and 3 walk too
+    assert info.value.index == 4  # type: ignore[attr-defined]
+    assert cpu.statistics().loads == 4
