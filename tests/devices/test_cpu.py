@@ -442,3 +442,31 @@ async def test_a_batch_stops_at_a_pte_past_ram_even_when_later_accesses_walk(
         await cpu.access(np.arange(0, 4 * 4096, 1024), 8, base=buf)  # pages 2 and 3 walk too
     assert info.value.index == 4  # type: ignore[attr-defined]
     assert cpu.statistics().loads == 4
+
+
+def test_with_the_walker_bypassing_the_caches_a_batch_still_costs_what_it_costs_one_by_one() -> (
+    None
+):
+    config = hwsim.MachineConfig(cpus=1, tlb=hwsim.TlbConfig(walk_through_caches=False))
+
+    async def run(batched: bool) -> tuple[list[int], dict[str, dict[str, int]]]:
+        async with hwsim.boot(config) as m:
+            buf = await m.kernel.vmalloc(16 << 10)
+            offsets = np.arange(0, 16 << 10, 512)
+            m.flush_tlb_all()
+            m.wbinvd()
+            if batched:
+                lat = (await m.cpus[0].access(offsets, 8, base=buf)).latencies.tolist()
+            else:
+                lat = []
+                for off in offsets.tolist():
+                    start = m.now
+                    await m.cpus[0].load(buf + off, 8)
+                    lat.append(m.now - start)
+            stats = m.stats()
+            return lat, {k: stats[k] for k in ("tlb0", "l1d0", "l2")}
+
+    one, batch = hwsim.run(run, False), hwsim.run(run, True)
+    assert batch[0] == one[0]
+    assert batch[1]["l1d0"] == one[1]["l1d0"]  # the walks never touched the L1
+    assert batch[1]["tlb0"]["walk_cycles"] == one[1]["tlb0"]["walk_cycles"] > 0
