@@ -2,7 +2,8 @@
 
 Each method validates its arguments in the caller's task (so misuse fails fast and never
 reaches a service), sends one message to the service actor that owns the state (``buddy``,
-``slab``, ``vmalloc``), and sleeps until the completion cycle the reply carries. Address
+``slab``, ``vmalloc``, ``dma_api``, the interrupt controller ``irq``), and sleeps until the
+completion cycle the reply carries. Address
 arithmetic (``virt_to_phys``, ``is_vmalloc_addr``) is plain and synchronous, as in Linux.
 
 A ``Kernel`` runs "on" one CPU (per-CPU page lists and slabs are that CPU's);
