@@ -15,9 +15,14 @@ class HwsimError(Exception):
     Attributes:
         actor: the name of the actor (unit or service) that raised it, when it came back
             from a request; ``None`` when it was raised in the caller's own task.
+        done: the cycle the refused request's work ended, when the work cost time (an
+            allocation that searched and drained lists before it failed); ``None`` when
+            the request was refused before any work. The kernel API charges it to the
+            calling CPU before raising.
     """
 
     actor: str | None = None
+    done: int | None = None
 
 
 class ConfigError(HwsimError, ValueError):

@@ -195,8 +195,15 @@ class Actor:
         except REFUSALS as exc:
             if isinstance(exc, HwsimError) and exc.actor is None:
                 exc.actor = self.name
+                exc.done = self.refusal_done(exc, at)
             exc.add_note(f"(raised by actor {self.name!r} handling {_short(msg)}, atomic)")
             raise
+
+    def refusal_done(self, exc: HwsimError, at: int) -> int | None:
+        """The cycle a refused request's work ended (None: refused before any work).
+        Services whose failures cost time (an allocation that searched before failing)
+        override it; the caller's clock is charged with it."""
+        return None
 
     def post(self, msg: object, at: int | None = None) -> None:
         """Send ``msg`` without waiting for an answer. Not a checkpoint.
@@ -252,6 +259,7 @@ class Actor:
                             ) from exc
                         if isinstance(exc, HwsimError) and exc.actor is None:
                             exc.actor = self.name
+                            exc.done = self.refusal_done(exc, req.at)
                         exc.add_note(f"(raised by actor {self.name!r} handling {_short(msg)})")
                         reply: outcome.Outcome[Any] = outcome.Error(exc)
                         result = None

@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 
 from ..core.actor import Actor, handles
-from ..errors import DoubleFree, InvalidFree, OutOfMemory
+from ..errors import DoubleFree, HwsimError, InvalidFree, OutOfMemory
 from ..units import PAGE_SHIFT, format_size
 from . import gfp as G
 from .zones import (
@@ -79,6 +79,10 @@ FALLBACKS = {
 PCP_CYCLES = 60
 LOCKED_CYCLES = 250
 PER_BLOCK_CYCLES = 30
+#: What a failed allocation costs besides its free-list searches: __alloc_pages_slowpath's
+#: retries and warn_alloc's report. (Linux would also reclaim and compact, which can take
+#: milliseconds; hwsim has neither, so its failures are cheap.)
+ALLOC_FAILURE_CYCLES = 2000
 
 
 @attrs.frozen
@@ -330,6 +334,7 @@ class BuddyAllocator:
             if pfn >= 0:
                 return pfn
         self.failures += 1
+        self._op_cycles += ALLOC_FAILURE_CYCLES
         message = (
             f"page allocation failure: order:{order}, mode:{G.format_gfp(gfp)}, nodemask=(null)"
         )
@@ -770,6 +775,10 @@ class BuddyService(Actor):
     def __init__(self, model: BuddyAllocator, **kwargs: Any) -> None:
         super().__init__("buddy", **kwargs)
         self.model = model
+
+    def refusal_done(self, exc: HwsimError, at: int) -> int | None:
+        """A failed allocation costs the search and the drained lists it did."""
+        return self.model.charge(at) if isinstance(exc, OutOfMemory) else None
 
     @handles(AllocPages)
     def _alloc(self, msg: AllocPages, at: int) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from ..core.actor import Actor, handles
+from ..errors import HwsimError
 from .dma_api import DmaApi, DmaDevice, DmaStatistics
 from .scatterlist import ScatterList, sg_from_vmalloc
 from .vmalloc import VmallocAllocator
@@ -109,6 +110,11 @@ class DmaMappingService(Actor):
         self.vmalloc = vmalloc
         self.line_cycles = line_cycles
         self.bytes_per_cycle = bytes_per_cycle
+
+    def refusal_done(self, exc: HwsimError, at: int) -> int | None:
+        """A refused call still ran dma-direct's checks (and a failed allocation its
+        search): the entry cost."""
+        return at + DMA_API_CYCLES
 
     def _charged(self, at: int, fn: Callable[[], Any]) -> tuple[Any, int]:
         m = self.model

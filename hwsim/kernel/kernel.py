@@ -18,7 +18,7 @@ from typing import Any
 from ..core.actor import Actor
 from ..devices.cpu import Cpu
 from ..devices.irq import FreeIrq, RequestIrq
-from ..errors import DmaInFlight, OutOfMemory
+from ..errors import DmaInFlight, HwsimError, OutOfMemory
 from ..units import PAGE_SIZE
 from . import gfp as G
 from .buddy import AllocPages, AllocPagesBulk, BuddyAllocator, BuddyService, FreePages
@@ -110,7 +110,12 @@ class Kernel:
     async def _call(self, actor: Actor, msg: object) -> Any:
         # Kernel code runs on this CPU: it starts when the CPU is free and the CPU's clock
         # (and, within the quantum, virtual time) moves to the reply's completion cycle.
-        value, done = await actor.call(msg, self._clock.issue_cycle())
+        try:
+            value, done = await actor.call(msg, self._clock.issue_cycle())
+        except HwsimError as exc:
+            if exc.done is not None:  # the work before the refusal took time too
+                await self._clock.sync(exc.done)
+            raise
         await self._clock.sync(done)
         return value
 

@@ -672,6 +672,10 @@ class SlabService(Actor):
         self.model = slab
         self.kmalloc = kmalloc
 
+    def refusal_done(self, exc: HwsimError, at: int) -> int | None:
+        """A failed allocation costs the slab and page-allocator work it did."""
+        return self.model.charge(at) if isinstance(exc, OutOfMemory) else None
+
     @handles(KmemCacheCreate)
     def _create(self, m: KmemCacheCreate, at: int) -> tuple[KmemCache, int]:
         return self.model.timed_kmem_cache_create(m.name, m.size, m.align, m.flags, m.ctor, at)

@@ -171,3 +171,29 @@ async def test_kvmalloc_falls_back_to_vmalloc_and_kvfree_frees_either(
     for pfn in pairs:
         await k.free_pages(pfn, 1)
     assert machine.vmalloc.model.vmalloc_used_pages == 0
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_failed_allocation_charges_the_work_it_did_to_the_calling_cpu(
+    machine: hwsim.Machine,
+) -> None:
+    from hwsim.kernel.buddy import ALLOC_FAILURE_CYCLES
+    from hwsim.kernel.dma_mapping import DMA_API_CYCLES
+
+    k = machine.kernel
+    while True:  # take every block of order 8 and above
+        try:
+            await k.alloc_pages(8, hwsim.GFP_KERNEL | hwsim.GFP_NOWARN)
+        except hwsim.OutOfMemory:
+            break
+    start = machine.now
+    with pytest.raises(hwsim.OutOfMemory, match="order:8") as info:
+        await k.kmalloc(1 << 20)
+    assert info.value.done is not None
+    assert machine.now - start >= ALLOC_FAILURE_CYCLES
+    assert machine.cpus[0].cycle == machine.now == info.value.done
+    buf = await k.vmalloc(4096)
+    start = machine.now
+    with pytest.raises(hwsim.DmaMappingError):
+        await k.dma_map_single(machine.dma, buf, 4096, hwsim.DMA_TO_DEVICE)
+    assert machine.now - start == DMA_API_CYCLES  # the checks before the refusal
