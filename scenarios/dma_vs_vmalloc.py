@@ -59,8 +59,9 @@ What to expect (seed 0, the default; measured):
   descriptor, the transfer 131,172 cycles (1 MiB at 8 bytes a cycle, plus the RAM's latency),
   dma_unmap_single 100; the read 1,982,824 cycles (16,384 x 121 for lines from RAM, plus one
   360-cycle walk: the direct map's 2 MiB pages cost 1 TLB miss); data right.
-- ``kmalloc`` after ageing: "page allocation failure: order:8". (0 cycles: hwsim charges
-  nothing for a refused request.) The driver gets NULL.
+- ``kmalloc`` after ageing: "page allocation failure: order:8", after 11,240 cycles (the
+  slab and page-allocator searches, the per-CPU lists drained, the slow path's retries:
+  ``ALLOC_FAILURE_CYCLES``; Linux would also reclaim and compact). The driver gets NULL.
 - ``vmalloc + dma_map_sg`` on the default board (the first vmalloc after ageing: 86,042
   cycles, which include the page-table pages of the vmalloc range): 256 runs, so 256
   segments; the scatterlist costs 25,600 cycles (a page-table walk per page) and dma_map_sg
@@ -71,7 +72,7 @@ What to expect (seed 0, the default; measured):
 - ``vmalloc + dma_map_single``: vmalloc 60,450 cycles (a later vmalloc's cost depends on the
   per-CPU free lists, which a failing allocation drains: the naive driver's costs 84,870),
   236 runs; "dma: rejecting DMA map of vmalloc memory [addr=0xffffc90000000000] (the vmalloc
-  area of mydrv_probe)". Nothing moves.
+  area of mydrv_probe)", after the API's 100-cycle entry checks. Nothing moves.
 - ``vmalloc + scatter-gather`` on ``+ SG controller``: the same 256 pages, 256 segments, 256
   descriptors (no run reaches the 64 KiB max segment size); map and unmap 100 cycles each.
   The transfer costs 157,182 cycles: the contiguous 131,172 plus 255 descriptor fetches of
