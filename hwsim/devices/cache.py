@@ -38,6 +38,11 @@ a line it brings in holds no bytes until a functional access needs them and then
 from the level below: what the line would have held, unless RAM was changed behind the
 cache's back in between (then the hardware would show stale bytes and this model fresh ones).
 
+The trace path's loops (:meth:`~CacheModel.access_lines`,
+:meth:`~CacheModel.timed_access_lines`) live in :mod:`hwsim.devices.cache_trace`, as
+functions of the model: they are this class's own hot loops, kept apart for reading, and
+use its private state (``_tags``, ``_free``, ``_dirty``, ...) and one-line methods directly.
+
 Timing (``timed_*``): a hit costs this level's ``latency``; a miss adds the level below
 (its latency, and finally RAM's :meth:`~hwsim.devices.ram.RamModel.timed_read`, which books
 the memory channel). The lines of a multi-line access are fetched one after another. Dirty
@@ -56,6 +61,7 @@ import numpy.typing as npt
 
 from ..config import CacheConfig
 from ..validate import check_int as _check_int
+from . import cache_trace
 from .ram import RamModel
 
 
@@ -227,9 +233,7 @@ class CacheModel:
         the result is the same as one :meth:`load`/:meth:`store` per access. Returns, per
         access, whether it hit in this level.
         """
-        addrs, writes = self._check_trace(line_addrs, is_write)
-        reqs = (addrs >> self._shift << self._shift) | writes
-        return np.frombuffer(self._trace(reqs.tolist(), None), dtype=np.bool_)
+        return cache_trace.access_lines(self, line_addrs, is_write)
 
     def timed_access_lines(
         self,
@@ -245,211 +249,7 @@ class CacheModel:
         ``gaps``, if given, are cycles spent before each access is looked up (a TLB lookup,
         say): they count in that access's latency and delay the rest of the chain.
         """
-        addrs, writes = self._check_trace(line_addrs, is_write)
-        _check_int("a cycle", at)
-        n = len(addrs)
-        gap64: npt.NDArray[np.int64] | None = None
-        if gaps is not None:
-            if not isinstance(gaps, np.ndarray) or gaps.dtype.kind not in "iu":
-                raise TypeError(f"gaps must be a numpy integer array, got {gaps!r}")
-            if gaps.shape != addrs.shape:
-                raise ValueError(f"gaps has shape {gaps.shape}, the trace {addrs.shape}")
-            if n and int(gaps.min()) < 0:
-                raise ValueError(f"gaps must be >= 0, got {int(gaps.min())}")
-            gap64 = gaps.astype(np.int64, copy=False)
-        gaps = None  # from here on: gap64
-        if self.snoop is not None or not self._write_back or n < 2:
-            return self._chain(addrs, writes, gap64, None, None, at)
-        # An access to the line the previous access touched is a hit that changes nothing
-        # but the dirty bit (the line is already the most recent of its set): only the first
-        # access of each run of one line goes through the loop; the others are summed up.
-        lns = addrs >> self._shift
-        rep = np.zeros(n, dtype=np.bool_)
-        np.equal(lns[1:], lns[:-1], out=rep[1:])
-        if not rep.any():
-            return self._chain(addrs, writes, gap64, None, None, at)
-        each = np.full(n, self.latency, dtype=np.int64)
-        if gap64 is not None:
-            each += gap64
-        heads = np.flatnonzero(~rep)
-        rep_cost = np.where(rep, each, 0)
-        rep_writes = rep & writes
-        tails = np.add.reduceat(rep_cost, heads)
-        tail_writes = np.add.reduceat(rep_writes.astype(np.int64), heads) > 0
-        head_lat, done = self._chain(
-            addrs[heads],
-            writes[heads],
-            None if gap64 is None else gap64[heads],
-            tails,
-            tail_writes,
-            at,
-        )
-        latencies = each
-        latencies[heads] = head_lat
-        stores = int(rep_writes.sum())
-        loads = int(rep.sum()) - stores
-        self._loads += loads
-        self._stores += stores
-        self._load_hits += loads
-        self._store_hits += stores
-        return latencies, done
-
-    def _chain(
-        self,
-        addrs: npt.NDArray[np.int64],
-        writes: npt.NDArray[np.bool_],
-        gaps: npt.NDArray[np.int64] | None,
-        tails: npt.NDArray[np.int64] | None,
-        tail_writes: npt.NDArray[np.bool_] | None,
-        at: int,
-    ) -> tuple[npt.NDArray[np.int64], int]:
-        """The loop of :meth:`timed_access_lines`: access ``i`` is issued when access
-        ``i - 1`` (and its ``tails[i - 1]`` cycles of repeats) completed."""
-        gap = None if gaps is None else gaps.tolist()
-        tail = None if tails is None else tails.tolist()
-        tail_w = None if tail_writes is None else tail_writes.tolist()
-        latencies = [0] * len(addrs)
-        shift, line, t, snoop = self._shift, self.line, at, self.snoop
-        # The hit path, and the miss path of an LRU/FIFO write-back level, inlined (write-back
-        # caches without a snoop hook: the common case).
-        fast = snoop is None and self._write_back
-        inline_miss = fast and self._policy != "random"
-        tags, mask, lat, dirty, loaded = (
-            self._tags,
-            self._mask,
-            self.latency,
-            self._dirty,
-            self._loaded,
-        )
-        free, line_of = self._free, self._line_of
-        nxt = self.next_level
-        lru = self._policy == "lru"
-        lru_store = lru and self._lru_on_store
-        lh = sh = lm = sm = ev = 0
-        # The level below's hit paths, inlined too when it is a plain write-back cache: a
-        # fill that hits there, a clean write-back (no bytes to move) that hits there.
-        below = nxt is not None and nxt.snoop is None and nxt._write_back
-        if nxt is not None:
-            ntags, nmask, nshift, nlat, ndirty = (
-                nxt._tags,
-                nxt._mask,
-                nxt._shift,
-                nxt.latency,
-                nxt._dirty,
-            )
-            nlru = nxt._policy == "lru"
-            nlru_store = nlru and nxt._lru_on_store
-        nlh = nsh = nwb = 0
-        done: int | None
-        for i, (addr, write) in enumerate(zip(addrs.tolist(), writes.tolist(), strict=True)):
-            issue = t
-            if gap is not None:
-                t += gap[i]
-            ln = addr >> shift
-            if fast:
-                d = tags[ln & mask]
-                slot = d.get(ln)
-                if slot is not None:
-                    if write:
-                        sh += 1
-                        dirty[slot] = 1
-                        if lru_store:
-                            d[ln] = d.pop(ln)
-                    else:
-                        lh += 1
-                        if lru:
-                            d[ln] = d.pop(ln)
-                    t += lat
-                    latencies[i] = t - issue
-                elif inline_miss:
-                    # _fetch and _install inlined: the fill from below, then the victim.
-                    if write:
-                        sm += 1
-                    else:
-                        lm += 1
-                    t += lat
-                    if nxt is not None:
-                        nxt._loads += 1
-                        nln = (ln << shift) >> nshift
-                        nd = ntags[nln & nmask]
-                        nslot = nd.get(nln) if below else None
-                        if nslot is not None:
-                            nlh += 1
-                            if nlru:
-                                nd[nln] = nd.pop(nln)
-                            done = t + nlat
-                        else:
-                            done = nxt._fetch(nln, False, t)[1]
-                    else:
-                        done = self.ram.timed_fill(ln << shift, line, t)
-                    assert done is not None
-                    f = free[ln & mask]
-                    if f:
-                        slot = f.pop()
-                    else:
-                        victim = next(iter(d))
-                        slot = d.pop(victim)
-                        ev += 1
-                        if dirty[slot]:
-                            nslot = None
-                            if below and not loaded[slot]:
-                                nln = (victim << shift) >> nshift
-                                nd = ntags[nln & nmask]
-                                nslot = nd.get(nln)
-                            if nslot is not None:  # posted into the level below: a hit
-                                nwb += 1
-                                nsh += 1
-                                ndirty[nslot] = 1
-                                if nlru_store:
-                                    nd[nln] = nd.pop(nln)
-                            else:
-                                self._writeback(victim, slot, t)
-                    d[ln] = slot
-                    line_of[slot] = ln
-                    loaded[slot] = 0
-                    dirty[slot] = write
-                    latencies[i] = done - issue
-                    t = done
-                else:
-                    if write:
-                        self._stores += 1
-                        done = self._line_store(ln << shift, line, None, t)
-                    else:
-                        self._loads += 1
-                        done = self._fetch(ln, False, t)[1]
-                    assert done is not None
-                    latencies[i] = done - issue
-                    t = done
-                    slot = tags[ln & mask][ln]
-                if tail is not None and tail[i]:
-                    t += tail[i]
-                    if tail_w is not None and tail_w[i]:
-                        dirty[slot] = 1
-                continue
-            if snoop is not None:
-                t = snoop(ln, write, t) or t  # a timed snoop returns a cycle
-            if write:
-                self._stores += 1
-                done = self._line_store(ln << shift, line, None, t)
-            else:
-                self._loads += 1
-                done = self._fetch(ln, False, t)[1]
-            assert done is not None
-            latencies[i] = done - issue
-            t = done
-        self._loads += lh + lm
-        self._stores += sh + sm
-        self._load_hits += lh
-        self._store_hits += sh
-        self._load_misses += lm
-        self._store_misses += sm
-        self._evictions += ev
-        self._writebacks += nwb
-        if nxt is not None:
-            nxt._load_hits += nlh
-            nxt._stores += nsh
-            nxt._store_hits += nsh
-        return np.array(latencies, dtype=np.int64), t
+        return cache_trace.timed_access_lines(self, line_addrs, is_write, at, gaps)
 
     def contains(self, phys: int) -> bool:
         """Whether this level holds the line of ``phys`` (levels below are not asked)."""
@@ -521,23 +321,6 @@ class CacheModel:
         raw = bytes(data)  # a memoryview's len() counts items, not bytes
         self.ram.check_range(phys, len(raw))
         return raw
-
-    def _check_trace(
-        self, addrs: object, writes: object
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-        if not isinstance(addrs, np.ndarray) or addrs.dtype.kind not in "iu":
-            raise TypeError(f"line addresses must be a numpy integer array, got {addrs!r}")
-        if not isinstance(writes, np.ndarray) or writes.dtype != np.bool_:
-            raise TypeError(f"is_write must be a numpy bool array, got {writes!r}")
-        if addrs.ndim != 1 or addrs.shape != writes.shape:
-            raise ValueError(
-                f"a trace is two 1-d arrays of equal length, got shapes {addrs.shape} "
-                f"and {writes.shape}"
-            )
-        if len(addrs):
-            lo, hi = int(addrs.min()), int(addrs.max())
-            self.ram.check_range(lo if lo < 0 else hi, 1)
-        return addrs.astype(np.int64, copy=False), writes
 
     # ------------------------------------------------------------------ one line
 
@@ -742,119 +525,6 @@ class CacheModel:
                 lo, hi = max(phys, ln * line), min(phys + len(data), (ln + 1) * line)
                 start = slot * line + lo - ln * line
                 self._data[start : start + hi - lo] = data[lo - phys : hi - phys]
-
-    # ------------------------------------------------------------------ the trace path
-
-    def _trace(self, reqs: list[int], data: dict[int, bytes] | None) -> bytearray:
-        """Run requests (stats only), then pass this level's requests down in one batch.
-
-        A request is a byte address in the line, ``| 1`` for a store (lines are at least
-        8 bytes, so bit 0 is free). Deferring the level below is exact: nothing it does
-        changes this level. Requests that carry data (dirty lines from above) take the
-        one-line path, after what is pending below has been passed on, so that the level
-        below is up to date.
-        """
-        hits = bytearray(len(reqs))
-        down: list[int] = []
-        down_data: dict[int, bytes] = {}
-        lo = 0
-        for i, chunk in sorted(data.items()) if data else ():
-            self._run(reqs, lo, i, hits, down, down_data)
-            self._pass_down(down, down_data)
-            self._stores += 1
-            self._line_store(reqs[i] & ~1, len(chunk), chunk, None)
-            lo = i + 1
-        self._run(reqs, lo, len(reqs), hits, down, down_data)
-        self._pass_down(down, down_data)
-        return hits
-
-    def _pass_down(self, reqs: list[int], data: dict[int, bytes]) -> None:
-        if self.next_level is not None:
-            if reqs:
-                self.next_level._trace(reqs, data)
-        else:  # RAM: without timing, only the data of dirty lines matters
-            for i, chunk in sorted(data.items()):
-                self.ram.write(reqs[i] & ~1, chunk)
-        reqs.clear()
-        data.clear()
-
-    def _run(
-        self,
-        reqs: list[int],
-        lo: int,
-        hi: int,
-        hits: bytearray,
-        down: list[int],
-        down_data: dict[int, bytes],
-    ) -> None:
-        """The hot loop of :meth:`_trace`: :meth:`_fetch` and :meth:`_line_store` inlined."""
-        tags, free, line_of = self._tags, self._free, self._line_of
-        mask, shift, line, ways = self._mask, self._shift, self.line, self.ways
-        dirty, loaded, data = self._dirty, self._loaded, self._data
-        lru, rnd, wb = self._policy == "lru", self._policy == "random", self._write_back
-        lru_store = lru and self._lru_on_store
-        rand = self._rng.random
-        put = down.append
-        lh = lm = sh = sm = ev = nwb = 0
-        for i, req in enumerate(reqs[lo:hi], lo):
-            ln = req >> shift
-            s = ln & mask
-            d = tags[s]
-            slot = d.get(ln)
-            if slot is not None:
-                hits[i] = 1
-                if req & 1:
-                    sh += 1
-                    if lru_store:
-                        d[ln] = d.pop(ln)
-                    if wb:
-                        dirty[slot] = 1
-                    else:
-                        put(ln << shift | 1)
-                else:
-                    lh += 1
-                    if lru:
-                        d[ln] = d.pop(ln)
-                continue
-            write = req & 1
-            if write:
-                sm += 1
-                if not wb:
-                    put(ln << shift | 1)
-                    continue
-            else:
-                lm += 1
-            put(ln << shift)  # the fill, then the victim (pycachesim's order)
-            f = free[s]
-            if f:
-                slot = f.pop()
-            else:
-                if rnd:
-                    slot = s * ways + int(rand() * ways)
-                    victim = line_of[slot]
-                    del d[victim]
-                else:
-                    victim = next(iter(d))
-                    slot = d.pop(victim)
-                ev += 1
-                if dirty[slot]:
-                    nwb += 1
-                    if loaded[slot]:
-                        down_data[len(down)] = bytes(data[slot * line : slot * line + line])
-                    put(victim << shift | 1)
-            d[ln] = slot
-            line_of[slot] = ln
-            loaded[slot] = 0
-            dirty[slot] = write
-        stores = sh + sm
-        self._loads += hi - lo - stores
-        self._stores += stores
-        self._load_hits += lh
-        self._load_misses += lm
-        self._store_hits += sh
-        self._store_misses += sm
-        self._evictions += ev
-        self._writebacks += nwb
 
     # ------------------------------------------------------------------ for coherence
     # Single-level primitives for a coherence protocol (hwsim.devices.coherence). Lines are

@@ -1,12 +1,17 @@
 """The MMU: x86 address translation in hardware - TLB, page-table walker, permission checks.
 
-A plain synchronous model (the actor wraps it). The walker knows only what the hardware
-knows: the paging mode's geometry (levels, index bits, entry size), the x86 entry bits and
-CR3, the physical address of the top-level table. It reads the entries from
-:class:`~hwsim.devices.ram.RamModel` - the bytes the kernel's page-table code wrote - so it
-sees exactly what is mapped. The geometry and the bits are defined here, on the hardware
-side, so that the kernel (``hwsim.kernel.pagetable``) can import them and devices never
-import the kernel.
+A plain synchronous model; the actor that wraps it and its messages are in
+:mod:`hwsim.devices.mmu_unit`, the batch path (:meth:`MmuModel.translate_many`) in
+:mod:`hwsim.devices.mmu_batch`, page faults in :mod:`hwsim.devices.pagefault`; this module
+re-exports their public names, so ``hwsim.devices.mmu`` stays the one place to import
+the MMU from.
+
+The walker knows only what the hardware knows: the paging mode's geometry (levels, index
+bits, entry size), the x86 entry bits and CR3, the physical address of the top-level table.
+It reads the entries from :class:`~hwsim.devices.ram.RamModel` - the bytes the kernel's
+page-table code wrote - so it sees exactly what is mapped. The geometry and the bits are
+defined on the hardware side (:mod:`hwsim.devices.paging`), so that the kernel
+(``hwsim.kernel.pagetable``) can import them and devices never import the kernel.
 
 What a translation does, as x86 does it (Intel SDM vol. 3, ch. 4; Linux arch/x86/mm/fault.c):
 
@@ -72,12 +77,21 @@ Example:
 
 from __future__ import annotations
 
-import attrs
 import numpy as np
 import numpy.typing as npt
 
-from ..core.actor import Actor, handles
-from ..errors import SegmentationFault
+from . import mmu_batch
+
+# The actor and its messages, re-exported (mmu_unit imports this module for types only).
+from .mmu_unit import FlushTlbKernelRange as FlushTlbKernelRange
+from .mmu_unit import Invlpg as Invlpg
+from .mmu_unit import LoadCr3 as LoadCr3
+from .mmu_unit import Mmu as Mmu
+from .mmu_unit import MmuStatistics as MmuStatistics
+from .mmu_unit import RecordWalkCycles as RecordWalkCycles
+from .mmu_unit import TraceTranslation as TraceTranslation
+from .mmu_unit import Translate as Translate
+from .mmu_unit import TranslateTrace as TranslateTrace
 from .pagefault import (
     BEYOND_RAM,
     FETCH_FROM_NX,
@@ -116,13 +130,11 @@ from .paging import (  # noqa: F401  (re-exported: the MMU's public vocabulary)
     decode_flags,
 )
 from .ram import TimedMemory
-from .tlb import TlbEntry, TlbModel, as_addresses
+from .tlb import TlbEntry, TlbModel
 
 #: Linux's tlb_single_page_flush_ceiling: above this many pages a range flush flushes all.
 TLB_SINGLE_PAGE_FLUSH_CEILING = 33
 PAGE_SIZE = 4096
-
-_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def _check_bool(value: object, what: str) -> bool:
@@ -575,101 +587,7 @@ class MmuModel:
                 malformed, or ``writes`` does not match; checked first, so nothing changes.
             RuntimeError: no CR3 loaded yet.
         """
-        va = as_addresses(vaddrs)
-        n = len(va)
-        w = np.asarray(writes)
-        if w.dtype != np.bool_:
-            raise TypeError(f"writes must be bools, got dtype {w.dtype}")
-        if w.ndim == 0:
-            w = np.full(n, bool(w))
-        elif w.shape != (n,):
-            raise ValueError(f"writes has shape {w.shape}; {n} addresses need ({n},)")
-        self._check_access(False, user, False)
-        if n == 0:
-            return _EMPTY.copy(), _EMPTY.copy()
-        if self._width == 16:
-            top = va >> np.uint64(47)
-            bad = np.flatnonzero((top != 0) & (top != 0x1FFFF))
-            if len(bad):
-                i = int(bad[0])
-                raise GeneralProtectionFault(
-                    f"general protection fault, probably for non-canonical address "
-                    f"{int(va[i]):#x}: 0000 [#1] (vaddrs[{i}])",
-                    address=int(va[i]),
-                )
-        else:
-            bad = np.flatnonzero(va >= np.uint64(self._va_limit))
-            if len(bad):
-                i = int(bad[0])
-                raise ValueError(f"vaddrs[{i}] = {int(va[i]):#x} is not a 32-bit address")
-        pages = va >> np.uint64(12)
-        change = (pages[1:] != pages[:-1]) | (w[1:] != w[:-1])
-        starts = np.concatenate((np.zeros(1, dtype=np.int64), np.flatnonzero(change) + 1))
-        lengths = np.diff(np.append(starts, n))
-        run_va = va[starts]
-        run_w = w[starts]
-        nruns = len(starts)
-        run_phys = np.zeros(nruns, dtype=np.int64)
-        run_lat = np.full(nruns, self.tlb_latency, dtype=np.int64)
-        run_va_l, run_w_l = run_va.tolist(), run_w.tolist()
-        lengths_l, starts_l = lengths.tolist(), starts.tolist()
-        access = self._access
-        tail_hits = 0
-        # Kernel-mode runs without PCID first try the TLB's hit path (one call, nothing
-        # changed on a miss); a write needs RW, and DIRTY when the MMU sets it.
-        hit_for = None if user or self.tlb.pcid else self.tlb.hit_for
-        w_required = _PAGE_RW | (_PAGE_DIRTY if self.set_accessed_dirty else 0)
-        lo = hi = base = 0  # the entry the last run hit: [lo, hi) -> base
-        ok_w = large = False
-        self._walk_log = walk_log
-        i = 0
-        try:
-            while i < nruns:
-                v, wr, length, first = run_va_l[i], run_w_l[i], lengths_l[i], starts_l[i]
-                self._walk_pos = first
-                if hit_for is not None:
-                    # Runs are cut at 4 KiB pages, but one entry may map a 2 MiB page: the
-                    # runs inside the entry the previous run hit are hits on it too, and
-                    # change nothing (it is already the most recent of its set).
-                    hit = lo <= v < hi and (ok_w or not wr)
-                    if not hit:
-                        e = hit_for(v, 0, w_required if wr else 0)
-                        if e is not None:
-                            lo, hi, base = e.vaddr, e.vaddr + e.page_size, e.phys
-                            ok_w = e.flags & w_required == w_required
-                            large = e.page_size > 4096
-                            tail_hits -= 1  # hit_for counted this lookup's hit
-                            hit = True
-                        else:
-                            lo = hi = 0
-                    if hit:
-                        k = _extent(run_va, run_w, i, lo, hi, ok_w) if large else 1
-                        seg = slice(i, i + k)
-                        run_phys[seg] = (run_va[seg] - np.uint64(lo)).astype(np.int64) + base
-                        tail_hits += length if k == 1 else int(lengths[seg].sum())
-                        i += k
-                        continue
-                try:
-                    phys, lat, _ = access(v, wr, user, False, None)
-                except PageFault as fault:
-                    self.tlb.record_hits(tail_hits)
-                    fault.index = first
-                    fault.translated = np.repeat(run_phys[:i], lengths[:i]) + (
-                        va[:first] - np.repeat(run_va[:i], lengths[:i])
-                    ).astype(np.int64)
-                    raise
-                run_phys[i] = phys
-                run_lat[i] = lat
-                tail_hits += length - 1
-                i += 1
-        finally:
-            self._walk_log = None
-        self.tlb.record_hits(tail_hits)
-        offsets = (va - np.repeat(run_va, lengths)).astype(np.int64)
-        phys_out = np.repeat(run_phys, lengths) + offsets
-        latencies = np.full(n, self.tlb_latency, dtype=np.int64)
-        latencies[starts] = run_lat
-        return phys_out, latencies
+        return mmu_batch.translate_many(self, vaddrs, writes, user, walk_log=walk_log)
 
     # ------------------------------------------------------------------ inspection
 
@@ -732,180 +650,3 @@ class MmuModel:
             user=user,
             nx=nx,
         )
-
-
-# ---------------------------------------------------------------------- the actor
-
-
-@attrs.frozen
-class Translate:
-    """Translate one access at ``vaddr``; the reply is the physical address."""
-
-    vaddr: int
-    write: bool
-    user: bool = False
-
-
-@attrs.frozen(eq=False)
-class TranslateTrace:
-    """Translate a trace (:meth:`MmuModel.translate_many`); the reply is a
-    :class:`TraceTranslation`. The walker's accesses are recorded, not timed: the CPU
-    replays them through its L1 in order with the data accesses."""
-
-    vaddrs: npt.NDArray[np.uint64]
-    writes: npt.NDArray[np.bool_]
-    user: bool = False
-
-
-@attrs.frozen(eq=False)
-class TraceTranslation:
-    """What :class:`TranslateTrace` found: the physical address of each access translated
-    (all of them, or those before ``fault.index``), the walker's accesses
-    (``(access index, phys, is_write)``) and the fault that stopped the trace, if any."""
-
-    phys: npt.NDArray[np.int64]
-    walk_log: list[tuple[int, int, bool]]
-    fault: PageFault | None
-
-
-@attrs.frozen
-class RecordWalkCycles:
-    """The CPU reports what the walks of a trace cost once replayed through its L1."""
-
-    cycles: int
-
-
-@attrs.frozen
-class Invlpg:
-    """``INVLPG vaddr``; the reply is how many TLB entries were dropped."""
-
-    vaddr: int
-
-
-@attrs.frozen
-class FlushTlbKernelRange:
-    """This CPU's share of ``flush_tlb_kernel_range(start, end)`` (a TLB shootdown)."""
-
-    start: int
-    end: int
-
-
-@attrs.frozen
-class LoadCr3:
-    """``MOV to CR3``: switch page tables (see :meth:`MmuModel.load_cr3`)."""
-
-    root: int
-    asid: int = 0
-    noflush: bool = False
-
-
-@attrs.frozen
-class MmuStatistics:
-    """What an MMU has done: ``translations`` (single accesses and trace accesses),
-    ``page_faults`` and ``general_protection_faults`` raised. The TLB's own counters (hits,
-    misses, walks, walk cycles) are the ``tlb{i}`` statistics."""
-
-    translations: int
-    page_faults: int
-    general_protection_faults: int
-
-
-class Mmu(Actor):
-    """CPU ``index``'s MMU unit (``"mmu{index}"``): the model, answering translations and
-    TLB maintenance. Every handler is synchronous, so the CPU's atomic mode calls the same
-    handlers directly (:meth:`~hwsim.core.actor.Actor.call_nowait`)."""
-
-    def __init__(self, index: int, model: MmuModel, **kwargs: object) -> None:
-        super().__init__(f"mmu{index}", **kwargs)  # type: ignore[arg-type]
-        self.index = index
-        self.model = model
-        self.translations = self.page_faults = self.gp_faults = 0
-
-    def _count_fault(self, exc: SegmentationFault) -> None:
-        if isinstance(exc, PageFault):
-            self.page_faults += 1
-        else:
-            self.gp_faults += 1
-
-    @handles(Translate)
-    def _translate(self, msg: Translate, at: int) -> tuple[int, int]:
-        self.translations += 1
-        try:
-            phys, done, _ = self.model.timed_translate(msg.vaddr, at, msg.write, msg.user)
-        except SegmentationFault as exc:
-            self._count_fault(exc)
-            raise
-        return phys, done
-
-    @handles(TranslateTrace)
-    def _translate_trace(self, msg: TranslateTrace, at: int) -> tuple[TraceTranslation, int]:
-        log: list[tuple[int, int, bool]] = []
-        tlb = self.model.tlb
-        walk_cycles = tlb.walk_cycles  # the replay through the L1 times the walks
-        try:
-            phys, _ = self.model.translate_many(msg.vaddrs, msg.writes, msg.user, walk_log=log)
-        except PageFault as fault:
-            self.page_faults += 1
-            assert fault.index is not None
-            self.translations += fault.index + 1
-            return TraceTranslation(fault.translated, log, fault), at
-        except GeneralProtectionFault as exc:
-            self.gp_faults += 1
-            raise exc
-        finally:
-            tlb.walk_cycles = walk_cycles
-        self.translations += len(phys)
-        return TraceTranslation(phys, log, None), at
-
-    @handles(RecordWalkCycles)
-    def _record_walk_cycles(self, msg: RecordWalkCycles, at: int) -> tuple[None, int]:
-        self.model.tlb.walk_cycles += msg.cycles
-        return None, at
-
-    @handles(Invlpg)
-    def _invlpg(self, msg: Invlpg, at: int) -> tuple[int, int]:
-        return self.model.invlpg(msg.vaddr), at + self.model.tlb_latency
-
-    @handles(FlushTlbKernelRange)
-    def _flush_range(self, msg: FlushTlbKernelRange, at: int) -> tuple[int, int]:
-        return self.model.flush_tlb_kernel_range(msg.start, msg.end), at
-
-    @handles(LoadCr3)
-    def _load_cr3(self, msg: LoadCr3, at: int) -> tuple[None, int]:
-        self.model.load_cr3(msg.root, msg.asid, noflush=msg.noflush)
-        return None, at
-
-    def statistics(self) -> MmuStatistics:
-        return MmuStatistics(
-            translations=self.translations,
-            page_faults=self.page_faults,
-            general_protection_faults=self.gp_faults,
-        )
-
-
-def _extent(
-    run_va: npt.NDArray[np.uint64],
-    run_w: npt.NDArray[np.bool_],
-    i: int,
-    lo: int,
-    hi: int,
-    ok_w: bool,
-) -> int:
-    """How many runs from ``i`` on fall inside ``[lo, hi)`` (and, unless ``ok_w``, are
-    reads): those hit the TLB entry run ``i`` hit. Found in growing windows, so that a
-    trace staying inside one large page costs a few numpy calls, not a step per run."""
-    n = len(run_va)
-    j, window = i + 1, 32
-    ulo, uhi = np.uint64(lo), np.uint64(hi)
-    while j < n:
-        seg = run_va[j : j + window]
-        inside = (seg >= ulo) & (seg < uhi)
-        if not ok_w:
-            inside &= ~run_w[j : j + window]
-        if inside.all():
-            j += len(seg)
-            window *= 2
-            continue
-        j += int(np.argmin(inside))
-        break
-    return j - i
