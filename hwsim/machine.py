@@ -19,7 +19,8 @@ from .core.run import unwrap_single_error
 from .core.timer import Timer
 from .core.trace import Tracer
 from .devices.cache import CacheModel
-from .devices.coherence import Cache, CoherentHierarchy, WalkerPort
+from .devices.cache_unit import Cache
+from .devices.coherence import CoherentHierarchy, WalkerPort
 from .devices.cpu import Cpu
 from .devices.dma import DmaController, DmaControllerModel
 from .devices.iommu import IommuModel

@@ -42,7 +42,8 @@ import trio
 from ..core.actor import REFUSALS, Actor, handles
 from ..errors import SegmentationFault
 from .access import plan_trace, split_batch, split_pages
-from .coherence import CacheLoad, CacheStore, CoherentHierarchy, LineTrace
+from .cache_unit import CacheLoad, CacheStore, LineTrace
+from .coherence import CoherentHierarchy
 from .irq import InterruptController, IrqDelivery
 from .mmu import Mmu, RecordWalkCycles, TraceTranslation, Translate, TranslateTrace
 from .pagefault import WRITE_TO_READ_ONLY, PageFault
