@@ -124,7 +124,6 @@ async def test_an_access_across_a_page_boundary_lands_in_both_physical_pages(
     assert await cpu.load(buf + 4092, 8) == b"ABCDEFGH"
     first = await machine.kernel.vmalloc_to_pfn(buf)
     second = await machine.kernel.vmalloc_to_pfn(buf + 4096)
-    assert second != first + 1 or True  # contiguity is not promised either way
     assert machine.hierarchy.read((first << 12) + 4092, 4) == b"ABCD"
     assert machine.hierarchy.read(second << 12, 4) == b"EFGH"
     assert cpu.statistics().loads == 1
