@@ -15,3 +15,17 @@ def check_int(what: str, value: object, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, got {value}")
     return value
+
+
+def check_bytes(what: str, data: object) -> bytes:
+    """Return ``data`` as bytes if it is bytes-like (bytes, bytearray, memoryview).
+
+    A memoryview of wider items is taken as its bytes (``len()`` of the view would count
+    items), so sizes computed from the result are byte counts.
+
+    Raises:
+        TypeError: not bytes-like.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"{what} must be bytes-like, got {type(data).__name__}")
+    return bytes(data)

@@ -60,6 +60,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import CacheConfig
+from ..validate import check_bytes
 from ..validate import check_int as _check_int
 from . import cache_trace
 from .ram import RamModel
@@ -316,9 +317,7 @@ class CacheModel:
     # ------------------------------------------------------------------ checks
 
     def _check_data(self, phys: int, data: object) -> bytes:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data to store must be bytes-like, got {type(data).__name__}")
-        raw = bytes(data)  # a memoryview's len() counts items, not bytes
+        raw = check_bytes("data to store", data)
         self.ram.check_range(phys, len(raw))
         return raw
 
@@ -349,6 +348,18 @@ class CacheModel:
         else:
             done = None if t is None else self.ram.timed_fill(addr, self.line, t)
         return self._install(ln, t), done
+
+    def _access_line(self, ln: int, store: bool, at: int) -> int:
+        """One line of a timed trace (a store of the whole line, or a load), counted as a
+        request: the cycle it completes. The trace path's slow case."""
+        if store:
+            self._stores += 1
+            done = self._line_store(ln << self._shift, self.line, None, at)
+        else:
+            self._loads += 1
+            done = self._fetch(ln, False, at)[1]
+        assert done is not None  # a timed access always carries a time
+        return done
 
     def _install(self, ln: int, at: int | None) -> int:
         """Make room for line ``ln`` (evicting a victim) and enter it, clean and unloaded."""

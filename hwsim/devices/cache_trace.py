@@ -356,13 +356,7 @@ def _chain(
                 latencies[i] = done - issue
                 t = done
             else:
-                if write:
-                    cache._stores += 1
-                    done = cache._line_store(ln << shift, line, None, t)
-                else:
-                    cache._loads += 1
-                    done = cache._fetch(ln, False, t)[1]
-                assert done is not None
+                done = cache._access_line(ln, write, t)
                 latencies[i] = done - issue
                 t = done
                 slot = tags[ln & mask][ln]
@@ -373,13 +367,7 @@ def _chain(
             continue
         if snoop is not None:
             t = snoop(ln, write, t) or t  # a timed snoop returns a cycle
-        if write:
-            cache._stores += 1
-            done = cache._line_store(ln << shift, line, None, t)
-        else:
-            cache._loads += 1
-            done = cache._fetch(ln, False, t)[1]
-        assert done is not None
+        done = cache._access_line(ln, write, t)
         latencies[i] = done - issue
         t = done
     cache._loads += lh + lm

@@ -64,6 +64,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from ..validate import check_bytes
 from ..validate import check_int as _check_int
 from .cache import CacheModel
 from .ram import RamModel
@@ -230,6 +231,7 @@ class CoherentHierarchy:
         access to uncached memory (:meth:`map_uncached`) goes to RAM."""
         if self._uc_starts and self._uncached(phys):
             self._l1(cpu)
+            self.ram.check_range(phys, size)
             parts, t = [], at
             for lo, n in self._uncached_pieces(phys, size):  # one bus access per line
                 data, t = self.ram.timed_read(lo, n, t)
@@ -243,7 +245,7 @@ class CoherentHierarchy:
         """:meth:`store` issued at cycle ``at``: ``(None, done)``, snoops included."""
         if self._uc_starts and self._uncached(phys):
             self._l1(cpu)
-            raw, t = bytes(data), at
+            raw, t = check_bytes("data to store", data), at
             self.ram.check_range(phys, len(raw))
             for lo, n in self._uncached_pieces(phys, len(raw)):  # one bus access per line
                 _, t = self.ram.timed_write(lo, raw[lo - phys : lo - phys + n], t)
@@ -462,9 +464,7 @@ class CoherentHierarchy:
     def write(self, phys: int, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` at ``phys`` in RAM and in every cached copy, so that no CPU can
         read stale bytes afterwards. No statistics, no time, nothing dirtied."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data to store must be bytes-like, got {type(data).__name__}")
-        raw = bytes(data)
+        raw = check_bytes("data to store", data)
         self.ram.write(phys, raw)
         for level in self._caches():
             level.patch(phys, raw)
@@ -488,9 +488,7 @@ class CoherentHierarchy:
         """What a device on a snooping bus (x86) writes: RAM, and every cached copy of the
         range is invalidated. A dirty line only partly covered is written back first, so
         that its bytes outside the range survive."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data to store must be bytes-like, got {type(data).__name__}")
-        raw = bytes(data)
+        raw = check_bytes("data to store", data)
         self.ram.check_range(phys, len(raw))
         end = phys + len(raw)
         for level in reversed(self._caches()):  # top down: an L1's write-back lands in L2
@@ -501,7 +499,8 @@ class CoherentHierarchy:
             for addr in edges:
                 if level.line_state(addr // line) == 2:
                     level.snoop_line(addr // line, False, None)
-        self.invalidate_range(phys, len(raw))
+        for l1 in self.l1s:  # no count wanted: invalidate_range's would be thrown away
+            l1.invalidate_range(phys, len(raw))
         self.ram.write(phys, raw)
 
     # ------------------------------------------------------------------ maintenance

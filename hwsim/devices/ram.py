@@ -39,6 +39,7 @@ import trio
 from ..core.actor import Actor, handles
 from ..errors import SegmentationFault
 from ..units import PAGE_SHIFT, PAGE_SIZE, format_size
+from ..validate import check_bytes
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 # After max_passes collisions, a burst's remaining delays are found in this many chunks.
@@ -457,10 +458,9 @@ class RamModel:
 
     def write(self, phys: int, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` at ``phys``, without timing or statistics."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data to store must be bytes-like, got {type(data).__name__}")
-        self.check_range(phys, len(data))
-        view = np.frombuffer(bytes(data), dtype=np.uint8)
+        raw = check_bytes("data to store", data)
+        self.check_range(phys, len(raw))
+        view = np.frombuffer(raw, dtype=np.uint8)
         pos = 0
         size = len(view)
         while pos < size:
@@ -529,10 +529,11 @@ class RamModel:
 
     def timed_write(self, phys: int, data: bytes, at: int) -> tuple[None, int]:
         """Write with statistics and timing: ``(None, done)``. Nothing changes on error."""
-        self.write(phys, data)
+        raw = check_bytes("data to store", data)
+        self.write(phys, raw)
         self.writes += 1
-        self.bytes_written += len(data)
-        return None, self.access_time(at, len(data))
+        self.bytes_written += len(raw)
+        return None, self.access_time(at, len(raw))
 
     def timed_burst(
         self,
@@ -552,6 +553,19 @@ class RamModel:
         Raises:
             SegmentationFault: an access leaves RAM (then nothing is charged).
         """
+        # Every check before anything is booked or counted.
+        for name, arr, kinds, kind in (
+            ("addrs", addrs, "iu", "integer"),
+            ("sizes", sizes, "iu", "integer"),
+            ("writes", writes, "b", "bool"),
+        ):
+            if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype.kind not in kinds:
+                raise TypeError(f"timed_burst: {name} must be a 1-d numpy {kind} array")
+        if not addrs.shape == sizes.shape == writes.shape:
+            raise ValueError(
+                f"timed_burst: addrs, sizes and writes differ in length: {addrs.shape}, "
+                f"{sizes.shape}, {writes.shape}"
+            )
         if len(addrs) == 0:
             return np.zeros(0, dtype=np.int64), at
         ends = addrs + sizes

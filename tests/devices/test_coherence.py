@@ -418,3 +418,18 @@ def test_an_l1_cannot_serve_two_hierarchies_or_two_cpus() -> None:
         CoherentHierarchy([l1, other], None, ram)
     with pytest.raises(ValueError, match="not above"):
         CoherentHierarchy([l1], h.l2, ram)
+
+
+def test_uncached_accesses_are_checked_like_cached_ones() -> None:
+    h = machine(1)
+    h.map_uncached(0x1000, 4096)
+    for size in (0, -4):
+        with pytest.raises(ValueError, match="positive"):
+            h.timed_load(0, 0x1000, size, 0)
+    with pytest.raises(TypeError, match="bytes-like"):
+        h.timed_store(0, 0x1000, 5, 0)  # type: ignore[arg-type]
+    assert h.ram.statistics() == RamModel(size=RAM).statistics()
+    _, done = h.timed_store(0, 0x1000, b"ok", 0)
+    assert h.ram.read(0x1000, 2) == b"ok" and done > 0
+    with pytest.raises(ValueError, match="overlaps an uncached range"):
+        h.map_uncached(0x1800, 4096)

@@ -351,3 +351,27 @@ def test_refused_requests_book_nothing() -> None:
         ram.timed_burst(*burst_of([8, 8], base=(1 << 20) - 4096), 0)
     assert len(ram.calendar) == 0
     assert ram.statistics() == RamModel(size=1 << 20).statistics()
+
+
+def test_a_memoryview_of_wide_items_is_written_and_checked_as_its_bytes() -> None:
+    from array import array
+
+    ram = RamModel(size=1 << 16)
+    wide = memoryview(array("I", [0x01020304] * 4))  # 4 items, 16 bytes
+    with pytest.raises(hwsim.SegmentationFault):
+        ram.write((1 << 16) - 8, wide)
+    assert ram.pages_touched == 0
+    ram.timed_write(0, wide, 0)
+    assert ram.read(0, 16) == bytes(wide)
+    assert ram.statistics().bytes_written == 16
+
+
+def test_a_malformed_burst_is_refused_before_anything_is_booked() -> None:
+    ram = RamModel(size=1 << 20)
+    addrs, sizes, _ = burst_of([64, 64])
+    with pytest.raises(TypeError, match="writes must be a 1-d numpy bool array"):
+        ram.timed_burst(addrs, sizes, np.array([0, 1]), 0)
+    with pytest.raises(ValueError, match="differ in length"):
+        ram.timed_burst(addrs, sizes, np.zeros(3, dtype=np.bool_), 0)
+    assert len(ram.calendar) == 0
+    assert ram.statistics() == RamModel(size=1 << 20).statistics()
