@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import attrs
 import numpy as np
 import numpy.typing as npt
-import trio
 
 from ..core.actor import Actor, handles
+from ..core.clock import current_cycle
 from .cache import CacheModel, CacheStatistics
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class Cache(Actor):
         **kwargs: object,
     ) -> None:
         super().__init__(model.name, **kwargs)  # type: ignore[arg-type]
-        if cpu is not None and hierarchy.l1s[cpu] is not model:
+        if cpu is not None and hierarchy._l1(cpu) is not model:  # _l1 checks the number
             raise ValueError(f"{model.name} is not CPU {cpu}'s L1")
         self.model = model
         self.hierarchy = hierarchy
@@ -99,7 +99,7 @@ class Cache(Actor):
     def _prune(self) -> None:
         # The CPUs' misses book the RAM channel through the cache models, not the RAM
         # actor: keep its calendar short from here (see RamModel.prune).
-        self.hierarchy.ram.prune(int(trio.current_time()))
+        self.hierarchy.ram.prune(current_cycle())
 
     @handles(CacheLoad)
     def _load(self, msg: CacheLoad, at: int) -> tuple[bytes, int]:

@@ -40,6 +40,7 @@ import numpy.typing as npt
 import trio
 
 from ..core.actor import REFUSALS, Actor, handles
+from ..core.clock import current_cycle
 from ..errors import SegmentationFault
 from .access import plan_trace, split_batch, split_pages
 from .cache_unit import CacheLoad, CacheStore, LineTrace
@@ -283,7 +284,7 @@ class Cpu(Actor):
 
     def issue_cycle(self) -> int:
         """The cycle the CPU's next operation starts: its own clock or global time."""
-        return self._issue_cycle(int(trio.current_time()))
+        return self._issue_cycle(current_cycle())
 
     async def sync(self, done: int) -> None:
         """Record that the CPU's work runs until ``done`` and let virtual time catch up.

@@ -398,20 +398,27 @@ class DmaControllerModel:
 
     # ------------------------------------------------------------------ data
 
-    def _move(self, p: _Planned) -> None:
+    def _produce(self, d: DmaDescriptor) -> bytes:
+        """What the peer sends for a DEV_TO_MEM descriptor, checked before any byte moves."""
+        assert d.peer is not None
+        data = bytes(d.peer.produce(d.length))
+        if len(data) != d.length:
+            raise self._fault(
+                f"DMA: the device produced {len(data)} bytes for a {d.length}-byte transfer"
+            )
+        return data
+
+    def _move(self, p: _Planned, produced: bytes | None) -> None:
         d = p.desc
-        data = b"".join(self._read(phys, n) for phys, n in p.src)
+        if d.direction is DEV_TO_MEM:
+            assert produced is not None
+            data = produced
+        else:
+            data = b"".join(self._read(phys, n) for phys, n in p.src)
         if d.direction is MEM_TO_DEV:
             assert d.peer is not None
             d.peer.consume(data)
             return
-        if d.direction is DEV_TO_MEM:
-            assert d.peer is not None
-            data = bytes(d.peer.produce(d.length))
-            if len(data) != d.length:
-                raise self._fault(
-                    f"DMA: the device produced {len(data)} bytes for a {d.length}-byte transfer"
-                )
         pos = 0
         for phys, n in p.dst:
             self._write(phys, data[pos : pos + n])
@@ -501,14 +508,18 @@ class DmaControllerModel:
             DmaFault: a range beyond the DMA mask, outside RAM, or not mapped in the IOMMU.
         """
         planned, walk = self._plan(descriptors)
+        # The devices' bytes first: a peer that fails leaves no byte moved, no id taken.
+        produced = [
+            self._produce(p.desc) if p.desc.direction is DEV_TO_MEM else None for p in planned
+        ]
         channel = min(range(self.channels), key=lambda c: (self._busy_until[c], c))
         start = max(at, self._busy_until[channel])
         ident = self._next_id
         self._next_id += 1
         reports = []
-        for p in planned:
+        for p, data in zip(planned, produced, strict=True):
             report = self._check_owner(p, ident, channel)
-            self._move(p)
+            self._move(p, data)
             if report is not None:
                 reports.append(report)
         done = self._time(planned, start + walk)
@@ -544,10 +555,6 @@ class DmaControllerModel:
             dst_bus, length, MEM_TO_MEM, src_bus=src_bus, expected_owner=expected_owner
         )
         return self.submit([desc], at)
-
-    def busy_until(self, channel: int) -> int:
-        """The cycle ``channel`` finishes its last transfer."""
-        return self._busy_until[channel]
 
     def statistics(self) -> DmaStatistics:
         return DmaStatistics(

@@ -14,6 +14,7 @@ import attrs
 
 from ..errors import DmaFault
 from ..units import PAGE_SHIFT, PAGE_SIZE
+from ..validate import check_int
 
 IOMMU_WALK_CYCLES = 100  # an IOTLB miss: the IOMMU walks its page table
 
@@ -77,7 +78,11 @@ class IommuModel:
 
         Raises:
             ValueError: unaligned addresses, a size < 1, or an IOVA page already mapped.
+            TypeError: an argument that is not an int.
         """
+        check_int("iova", iova)
+        check_int("phys", phys)
+        check_int("size", size)
         if iova % PAGE_SIZE or phys % PAGE_SIZE or iova < 0 or phys < 0:
             raise ValueError(f"iommu_map: {iova:#x} -> {phys:#x} is not page aligned")
         if size < 1:
@@ -94,9 +99,13 @@ class IommuModel:
         """Unmap the pages of ``[iova, iova + size)`` and drop them from the IOTLB.
 
         Raises:
-            ValueError: a page of the range is not mapped (nothing is unmapped then).
+            ValueError: a size < 1, or a page of the range is not mapped (nothing is
+                unmapped then).
+            TypeError: an argument that is not an int.
         """
-        pages = range(iova >> PAGE_SHIFT, (iova + max(size, 1) + PAGE_SIZE - 1) >> PAGE_SHIFT)
+        check_int("iova", iova)
+        check_int("size", size, 1)
+        pages = range(iova >> PAGE_SHIFT, (iova + size + PAGE_SIZE - 1) >> PAGE_SHIFT)
         missing = [p for p in pages if p not in self._ptes]
         if missing:
             raise ValueError(f"iommu_unmap: IOVA {missing[0] << PAGE_SHIFT:#x} is not mapped")

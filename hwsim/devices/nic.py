@@ -84,6 +84,7 @@ import attrs
 import trio
 
 from ..core.actor import Actor, handles
+from ..core.clock import current_cycle
 from ..core.run import unwrap_single_error
 from ..core.timer import Timer
 from ..core.trace import Tracer
@@ -629,7 +630,7 @@ class NetworkCard(Actor):
             ValueError: ``at`` in the past, an empty or oversize frame. TypeError: not bytes.
         """
         frame = check_frame(data)
-        now = int(trio.current_time())
+        now = current_cycle()
         when = now if at is None else check_int("at", at)
         if when < now:
             raise ValueError(f"a frame cannot arrive at cycle {when}: it is already {now}")

@@ -34,9 +34,9 @@ from typing import Protocol, runtime_checkable
 import attrs
 import numpy as np
 import numpy.typing as npt
-import trio
 
 from ..core.actor import Actor, handles
+from ..core.clock import current_cycle
 from ..errors import SegmentationFault
 from ..units import PAGE_SHIFT, PAGE_SIZE, format_size
 from ..validate import check_bytes
@@ -641,7 +641,7 @@ class Ram(Actor):
         self.model = model
 
     def _prune(self) -> None:
-        self.model.prune(int(trio.current_time()), self.prune_above)
+        self.model.prune(current_cycle(), self.prune_above)
 
     @handles(ReadPhys)
     def _read(self, msg: ReadPhys, at: int) -> tuple[bytes, int]:

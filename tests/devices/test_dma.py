@@ -273,3 +273,37 @@ def test_a_dma_write_inside_the_buffers_own_pages_is_not_reported() -> None:
     dma = controller(ownership={2: "driver", 3: "driver"}.get)
     transfer = dma.submit([to_mem(2 * PAGE_SIZE + 8, bytes(PAGE_SIZE), expected_owner="driver")], 0)
     assert transfer.status == "ok" and dma.reports == []
+
+
+def test_a_chain_whose_device_falls_short_moves_nothing_and_takes_no_id() -> None:
+    ram = RamModel(size=1 << 20)
+    dma = DmaControllerModel(ram, channels=1, scatter_gather=True)
+    chain = [
+        DmaDescriptor(0x1000, 8, DEV_TO_MEM, peer=FifoPeripheral(b"AAAAAAAA")),
+        DmaDescriptor(0x2000, 8, DEV_TO_MEM, peer=ShortPeripheral()),
+    ]
+    with pytest.raises(DmaFault, match="produced 3 bytes"):
+        dma.submit(chain, at=0)
+    assert ram.read(0x1000, 8) == bytes(8)
+    assert dma.statistics().transfers == 0
+    assert dma.memcpy(0x3000, 0x1000, 8, at=0).id == 1
+
+
+class ShortPeripheral:
+    def produce(self, n: int) -> bytes:
+        return b"abc"
+
+    def consume(self, data: bytes) -> None:  # pragma: no cover - never read from
+        pass
+
+
+def test_iommu_map_and_unmap_refuse_bad_arguments_and_change_nothing() -> None:
+    iommu = IommuModel()
+    with pytest.raises(TypeError, match="iova is an int"):
+        iommu.map("a", 0, 4096)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        iommu.unmap(0, 0)
+    iommu.map(0x10000, 0x5000, 4096)
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        iommu.unmap(0x10000, -5)
+    assert iommu.iova_to_phys(0x10008) == 0x5008
