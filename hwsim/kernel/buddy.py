@@ -540,8 +540,8 @@ class BuddyAllocator:
         """
         self._op_cycles = 0
         self._op_locks.clear()
-        got = self.allocated.get(pfn)
-        if got is None or got != order or pfn.__class__ is not int or order.__class__ is not int:
+        got = self.allocated.get(pfn) if pfn.__class__ is int else None  # a list is unhashable
+        if got is None or got != order or order.__class__ is not int:
             self._reject_free(pfn, order)
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
             self._check_cpu(cpu)

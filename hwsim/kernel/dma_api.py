@@ -406,6 +406,19 @@ class DmaApi:
 
     # ------------------------------------------------------------------ introspection
 
+    def device_ranges(
+        self, dev: DmaDevice, dma_addr: int | None = None, sglist: ScatterList | None = None
+    ) -> list[tuple[int, int]]:
+        """The physical ranges the device reaches through a live single mapping (by its
+        handle) or scatterlist: the bounce slots when bounced, the pages the IOMMU maps
+        otherwise. Empty when there is no such mapping (the unmap then reports it)."""
+        if sglist is not None:
+            mapping = self._debug.sg.get(id(sglist))
+            found = [] if mapping is None else [mapping]
+        else:
+            found = [m for m in self._debug.live.get((dev, dma_addr), []) if m.kind == "single"]  # type: ignore[arg-type]
+        return [(p.bus_phys, p.size) for m in found for p in m.pieces]
+
     def mappings(self) -> list[DmaMappingInfo]:
         """Every live mapping and coherent buffer, by device and handle."""
         return self._debug.mappings()

@@ -182,8 +182,10 @@ def dma_free_coherent(api: DmaApi, dev: DmaDevice, size: int, cpu_addr: int, dma
             f"address={mapping.cpu_addr:#x}] [cpu free address={cpu_addr:#x}]"
         )
     piece = mapping.pieces[0]
+    # Giving the pages back is the only step that can refuse (pages freed behind the API's
+    # back): it goes first, so that a refusal leaves the IOVA mapping and the record intact.
+    _undo_coherent(api, piece.phys, piece.size >> PAGE_SHIFT, mapping.order, mapping.cma)
     if mapping.iova is not None:
         api._domain(dev).unmap(*mapping.iova)
-    _undo_coherent(api, piece.phys, piece.size >> PAGE_SHIFT, mapping.order, mapping.cma)
     api._debug.forget(mapping)
     api.coherent_frees += 1

@@ -47,7 +47,14 @@ class IovaDomain:
         return -1
 
     def free(self, start: int) -> None:
+        """``free_iova``: release the range that starts at ``start``.
+
+        Raises:
+            ValueError: no allocated range starts there (nothing changes).
+        """
         i = bisect.bisect_left(self.ranges, (start, 0))
+        if i == len(self.ranges) or self.ranges[i][0] != start:
+            raise ValueError(f"free_iova: no IOVA range starts at pfn {start:#x}")
         del self.ranges[i]
 
     def alloc_iova(self, npages: int, limit: int) -> int:

@@ -12,6 +12,7 @@ A ``Kernel`` runs "on" one CPU (per-CPU page lists and slabs are that CPU's);
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -368,6 +369,24 @@ class Kernel:
                 "buffer; a device writing into freed memory corrupts whoever gets it next"
             )
 
+    def _check_mapping_idle(
+        self,
+        device: DmaDevice,
+        what: str,
+        dma_addr: object = None,
+        sglist: ScatterList | None = None,
+    ) -> None:
+        """Refuse to unmap a mapping whose memory a transfer still uses: the ranges the
+        device really reaches (the bounce slots, the pages behind the IOMMU). A bad handle
+        matches nothing here; the service then reports it in dma-debug's words."""
+        if self._services.get("dma") is None:
+            return
+        model = self._service("dma_api").model  # type: ignore[attr-defined]
+        if sglist is None and (isinstance(dma_addr, bool) or not isinstance(dma_addr, int)):
+            return
+        for phys, n in model.device_ranges(device, dma_addr, sglist):
+            self._check_no_dma(phys, n, what)
+
     def _check_direct(self, addr: object, size: int, what: str) -> None:
         if (
             isinstance(addr, int)
@@ -420,13 +439,7 @@ class Kernel:
         copied back). Raises DmaInFlight while a transfer still uses it; InvalidFree /
         DoubleFree for what was not mapped (dma-debug's words)."""
         device = self._dev(dev)
-        # The pages the mapping really covers (the bounce slots, the IOMMU's pages): a bad
-        # handle matches nothing here and the service reports it in dma-debug's words.
-        model = self._service("dma_api").model  # type: ignore[attr-defined]
-        for m in model.mappings():
-            if m.device == device.name and m.handle == dma_addr and m.kind == "single":
-                for phys, n in m.phys_ranges:
-                    self._check_no_dma(phys, n, "dma_unmap_single")
+        self._check_mapping_idle(device, "dma_unmap_single", dma_addr=dma_addr)
         await self._call(
             self._service("dma_api"), DmaUnmapSingle(device, dma_addr, size, direction)
         )
@@ -463,11 +476,7 @@ class Kernel:
         """``dma_unmap_sg()``. Raises DmaInFlight while a transfer still uses an entry."""
         device = self._dev(dev)
         if isinstance(sglist, ScatterList):
-            for entry in sglist:
-                if entry.pfn >= 0:
-                    self._check_no_dma(
-                        (entry.pfn << 12) + entry.offset, max(entry.length, 1), "dma_unmap_sg"
-                    )
+            self._check_mapping_idle(device, "dma_unmap_sg", sglist=sglist)
         await self._call(self._service("dma_api"), DmaUnmapSg(device, sglist, direction))
 
     async def dma_sync_sg_for_cpu(self, dev: object, sglist: ScatterList, direction: int) -> None:
@@ -506,8 +515,14 @@ class Kernel:
             IrqBusy: the line is taken and not shared by both (-EBUSY).
             ValueError: no such line, or this handler is already on it.
         """
-        if not callable(handler):
-            raise TypeError(f"an interrupt handler is an async callable, got {handler!r}")
+        call = getattr(handler, "__call__", None)  # noqa: B004 - callable objects too
+        if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)):
+            raise TypeError(
+                f"an interrupt handler is an async function (async def handler(irq)), got "
+                f"{handler!r}"
+            )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"request_irq: name is a str, got {name!r}")
         await self._call(self._service("irq"), RequestIrq(irq, handler, flags, name))
 
     async def free_irq(self, irq: int, handler: Callable[[int], Any] | None = None) -> None:

@@ -275,6 +275,7 @@ class Kmalloc:
         if (
             size.__class__ is int
             and 0 < size <= KMALLOC_MAX_CACHE_SIZE
+            and gfp.__class__ is int  # before the set: 3264.0 == 3264, and lists are unhashable
             and gfp in self._plain_gfps
             and cpu.__class__ is int
             and 0 <= cpu < self._nr_cpus

@@ -12,8 +12,7 @@ An owner is a short string naming the allocation, equal for every page of it:
 - ``"slab <cache>"``: a page of a slab of that cache (kmalloc-64, a kmem_cache_create one);
 - ``"kmalloc 0x<addr> (order N)"``: a kmalloc buffer above 8 KiB (whole pages);
 - ``"page table"``: a page of the kernel page table;
-- ``"dma-coherent 0x<dma addr>"`` / ``"dma <kind> 0x<handle>"``: memory the DMA API handed
-  out or maps (a coherent buffer, a streaming mapping);
+- ``"dma-coherent 0x<dma addr>"``: a buffer from ``dma_alloc_coherent``;
 - ``"reserved (<name>)"``: boot reservations (first MiB, kernel image, mem_map);
 - ``"alloc_pages pfn 0x<head> (order N)"``: any other allocated block;
 - ``None``: a free page (on the free lists or a per-CPU list).
@@ -62,10 +61,11 @@ class PageOwner:
         self.dma_api = dma_api
         self._vmap: dict[int, str] = {}
         self._vmap_key: tuple[int, int] | None = None
+        self._coherent: dict[int, str] = {}
+        self._coherent_key: tuple[int, int] | None = None
 
     def _vmalloc_owner(self, pfn: int) -> str | None:
-        stats = self.vmalloc.statistics()
-        key = (stats.allocs, stats.frees)
+        key = (self.vmalloc.allocs, self.vmalloc.frees)
         if key != self._vmap_key:
             self._vmap = {
                 p: f"vmalloc {area.start:#x}-{area.end - 4096:#x}"
@@ -74,6 +74,22 @@ class PageOwner:
             }
             self._vmap_key = key
         return self._vmap.get(pfn)
+
+    def _coherent_owner(self, pfn: int) -> str | None:
+        api = self.dma_api
+        if api is None:
+            return None
+        key = (api.coherent_allocs, api.coherent_frees)
+        if key != self._coherent_key:
+            self._coherent = {
+                p: f"dma-coherent {m.handle:#x}"
+                for m in api.mappings()
+                if m.kind == "coherent"
+                for phys, n in m.phys_ranges
+                for p in range(phys >> PAGE_SHIFT, (phys + n + 4095) >> PAGE_SHIFT)
+            }
+            self._coherent_key = key
+        return self._coherent.get(pfn)
 
     def owner_of(self, pfn: int) -> str | None:
         """The owner of page frame ``pfn`` (see the module docstring); None if free.
@@ -100,11 +116,9 @@ class PageOwner:
             addr = layout.pfn_to_virt(head)
             if self.kmalloc.allocated_size(addr):
                 return f"kmalloc {addr:#x} (order {order})"
-        if self.dma_api is not None:
-            phys = pfn << PAGE_SHIFT
-            for m in self.dma_api.mappings():
-                if m.kind == "coherent" and any(p <= phys < p + n for p, n in m.phys_ranges):
-                    return f"dma-coherent {m.handle:#x}"
+        coherent = self._coherent_owner(pfn)
+        if coherent is not None:
+            return coherent
         for res in buddy.reservations:
             if res.start_pfn <= pfn < res.end_pfn:
                 return f"reserved ({res.name})"

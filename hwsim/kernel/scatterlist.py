@@ -18,11 +18,12 @@ from .vmalloc import VmallocAllocator
 class SgEntry:
     """One ``struct scatterlist``: a page, an offset into it and a length; ``dma_address`` and
     ``dma_length`` are filled in by :meth:`~hwsim.kernel.dma_api.DmaApi.dma_map_sg` for the
-    first nents entries."""
+    first nents entries. ``pfn``, ``offset`` and ``length`` are checked whenever they are set
+    (ints; no negative offset, which would reach the page before)."""
 
-    pfn: int = -1
-    offset: int = 0
-    length: int = 0
+    pfn: int = attrs.field(default=-1, validator=lambda _, a, v: _check_int(a.name, v, -1))
+    offset: int = attrs.field(default=0, validator=lambda _, a, v: _check_int(a.name, v))
+    length: int = attrs.field(default=0, validator=lambda _, a, v: _check_int(a.name, v))
     dma_address: int = 0
     dma_length: int = 0
 
@@ -92,6 +93,7 @@ def sg_set_buf(layout: Layout, sg: SgEntry, buf: int, buflen: int) -> None:
 def sg_from_vmalloc(vmalloc: VmallocAllocator, addr: int, size: int) -> ScatterList:
     """What a driver does to DMA into vmalloc memory: one entry per page, found with
     ``vmalloc_to_page`` (the page table walk), the first at the offset of ``addr``."""
+    _check_int("addr", addr)
     _check_int("size", size, 1)
     entries = []
     pos = addr

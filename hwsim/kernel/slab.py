@@ -391,8 +391,8 @@ class SlabAllocator:
             TypeError, ValueError: bad cache, gfp or cpu.
         """
         if (
-            gfp in self._fast_gfps
-            and gfp.__class__ is int
+            gfp.__class__ is int  # before the set: 3264.0 == 3264, and lists are unhashable
+            and gfp in self._fast_gfps
             and cpu.__class__ is int
             and 0 <= cpu < self.nr_cpus
         ):

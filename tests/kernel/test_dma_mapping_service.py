@@ -477,3 +477,50 @@ async def test_a_cma_area_above_a_24_bit_mask_is_skipped_for_lower_memory(
     assert machine.kernel.virt_to_phys(cpu_addr) == bus
     stats = machine.stats()["dma_api"]
     assert stats["cma_allocs"] == 0 and stats["cma_free_pages"] == stats["cma_pages"]
+
+
+@pytest.mark.machine(ram="5GiB", cpus=1)
+async def test_unmapping_a_bounced_mapping_is_refused_while_the_device_writes_its_slots(
+    machine: hwsim.Machine,
+) -> None:
+    k = machine.kernel
+    buf = await k.kmalloc(4096)
+    assert k.virt_to_phys(buf) >= 1 << 32  # beyond the 32-bit mask: it must bounce
+    handle = await k.dma_map_single(machine.dma, buf, 4096, hwsim.DMA_FROM_DEVICE)
+    assert handle < 1 << 32  # the swiotlb slots
+    transfer = await machine.dma.submit(
+        DmaDescriptor(handle, 4096, DEV_TO_MEM, peer=FifoPeripheral(b"x" * 4096))
+    )
+    with pytest.raises(hwsim.DmaInFlight, match="dma_unmap_single"):
+        await k.dma_unmap_single(machine.dma, handle, 4096, hwsim.DMA_FROM_DEVICE)
+    await transfer.wait()
+    await k.dma_unmap_single(machine.dma, handle, 4096, hwsim.DMA_FROM_DEVICE)
+    assert await machine.cpus[0].load(buf, 4) == b"xxxx"  # copied back from the slots
+
+
+@pytest.mark.machine(cpus=1, iommu=True)
+async def test_a_refused_coherent_free_leaves_the_mapping_to_be_refused_again(
+    machine: hwsim.Machine,
+) -> None:
+    k = machine.kernel
+    cpu_addr, handle = await k.dma_alloc_coherent(machine.dma, 8192)
+    await k.free_pages(k.virt_to_phys(cpu_addr) >> 12, 1)  # behind the DMA API's back
+    for _ in range(2):  # the second attempt used to crash the dma_api service
+        with pytest.raises(hwsim.DoubleFree):
+            await k.dma_free_coherent(machine.dma, 8192, cpu_addr, handle)
+    assert machine.stats()["dma_api"]["live_mappings"] == 1
+
+
+@pytest.mark.machine(cpus=1)
+async def test_request_irq_wants_an_async_handler_and_a_str_name(machine: hwsim.Machine) -> None:
+    def not_async(irq: int) -> None:  # pragma: no cover - never called
+        pass
+
+    async def handler(irq: int) -> None:  # pragma: no cover - never called
+        pass
+
+    with pytest.raises(TypeError, match="async function"):
+        await machine.kernel.request_irq(5, not_async)
+    with pytest.raises(TypeError, match="name is a str"):
+        await machine.kernel.request_irq(5, handler, name=3)  # type: ignore[arg-type]
+    assert machine.irq.model.handlers(5) == ()

@@ -197,3 +197,25 @@ async def test_a_failed_allocation_charges_the_work_it_did_to_the_calling_cpu(
     with pytest.raises(hwsim.DmaMappingError):
         await k.dma_map_single(machine.dma, buf, 4096, hwsim.DMA_TO_DEVICE)
     assert machine.now - start == DMA_API_CYCLES  # the checks before the refusal
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_wrong_gfp_type_is_refused_on_the_fast_paths_too(machine: hwsim.Machine) -> None:
+    k = machine.kernel
+    await k.kfree(await k.kmalloc(10))  # a freed object waits on the CPU's freelist
+    for bad in (float(hwsim.GFP_KERNEL), [1]):
+        with pytest.raises(TypeError, match="gfp flags are an int"):
+            await k.kmalloc(10, bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="takes a pfn"):
+        await k.free_pages([1])  # type: ignore[arg-type]
+
+
+def test_a_scatterlist_entry_checks_what_it_is_given() -> None:
+    from hwsim.kernel.scatterlist import SgEntry
+
+    with pytest.raises(TypeError, match="pfn is an int"):
+        SgEntry(pfn="x")  # type: ignore[arg-type]
+    entry = SgEntry(pfn=5, offset=0, length=64)
+    with pytest.raises(ValueError, match="offset must be >= 0"):
+        entry.offset = -5000  # would reach the page before
+    assert (entry.pfn, entry.offset, entry.length) == (5, 0, 64)
