@@ -39,10 +39,8 @@ async def two_actors_calling_each_other() -> None:
 
 
 def test_a_wait_for_cycle_between_actors_raises_deadlock_naming_the_cycle() -> None:
-    started = time.monotonic()
     with pytest.raises(hwsim.Deadlock) as info:
         hwsim.run(two_actors_calling_each_other)
-    assert time.monotonic() - started < 5  # bounded host time: no hang (not a speed claim)
     message = str(info.value)
     assert "Deadlock at cycle 500" in message
     assert "wait-for cycle: cpu0 -> ram -> cpu0" in message

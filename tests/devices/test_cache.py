@@ -39,7 +39,8 @@ def hierarchy(
 
 
 def pycachesim_twin(*configs: CacheConfig) -> tuple[Any, list[Any]]:
-    cachesim = pytest.importorskip("cachesim")
+    import cachesim  # pycachesim, installed by the test command's bench extra
+
     below = None
     caches: list[Any] = []
     for i in reversed(range(len(configs))):
