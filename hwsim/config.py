@@ -150,13 +150,23 @@ class CacheConfig:
             )
 
 
+def _cache_level(name: str, optional: bool = False) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+        if not (isinstance(value, CacheConfig) or (optional and value is None)):
+            kind = "a CacheConfig or None" if optional else "a CacheConfig"
+            raise ConfigError(name, f"must be {kind}, got {value!r}")
+
+    return check
+
+
 @attrs.frozen(kw_only=True)
 class CachesConfig:
     """The cache hierarchy: an L1d per CPU and an optional shared L2 (``l2=None``)."""
 
-    l1d: CacheConfig = attrs.field(factory=CacheConfig)
+    l1d: CacheConfig = attrs.field(factory=CacheConfig, validator=_cache_level("caches.l1d"))
     l2: CacheConfig | None = attrs.field(
-        factory=lambda: CacheConfig(size=256 << 10, ways=8, line=64)
+        factory=lambda: CacheConfig(size=256 << 10, ways=8, line=64),
+        validator=_cache_level("caches.l2", optional=True),
     )
 
 

@@ -342,14 +342,22 @@ class Machine:
     def plug(self, unit: Actor) -> None:
         """Add a device started outside :func:`boot` (a network card from
         :func:`~hwsim.devices.nic.open_nic`) to :attr:`units` and :meth:`stats`."""
-        if not isinstance(unit, Actor):
-            raise TypeError(f"only a unit (an Actor) can be plugged in, got {unit!r}")
+        if not isinstance(unit, Actor) or not callable(getattr(unit, "statistics", None)):
+            raise TypeError(
+                f"only a unit (an Actor with statistics()) can be plugged in, got {unit!r}"
+            )
         if any(u.name == unit.name for u in self.units):
             raise ValueError(f"the machine already has a unit named {unit.name!r}")
         self._plugged.append(unit)
 
     def unplug(self, unit: Actor) -> None:
-        """Remove a unit added with :meth:`plug`."""
+        """Remove a unit added with :meth:`plug`.
+
+        Raises:
+            ValueError: it was not plugged in.
+        """
+        if unit not in self._plugged:
+            raise ValueError(f"{unit!r} was not plugged into this machine")
         self._plugged.remove(unit)
 
     def _teardown(self) -> None:

@@ -101,7 +101,7 @@ def test_the_public_namespace_only_re_exports_each_name_once() -> None:
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
-                assert alias.asname == alias.name or alias.asname is not None
+                assert alias.asname == alias.name
                 exported.append(alias.asname or alias.name)
         elif isinstance(node, ast.Assign):
             assert [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__version__"]
@@ -220,3 +220,23 @@ async def test_wbinvd_and_flush_tlb_all_leave_every_cache_and_tlb_cold(
     after = machine.stats()
     assert after["tlb0"]["walks"] - before["tlb0"]["walks"] == 1
     assert after["l2"]["load_misses"] - before["l2"]["load_misses"] == 4  # 3 entries + data
+
+
+def test_a_cache_level_that_is_not_a_cache_config_is_a_config_error() -> None:
+    with pytest.raises(hwsim.ConfigError, match=r"caches\.l1d: must be a CacheConfig"):
+        hwsim.CachesConfig(l1d=None)  # type: ignore[arg-type]
+    with pytest.raises(hwsim.ConfigError, match=r"caches\.l2: must be a CacheConfig or None"):
+        hwsim.CachesConfig(l2="x")  # type: ignore[arg-type]
+    assert hwsim.CachesConfig(l2=None).l2 is None
+
+
+@pytest.mark.machine(cpus=1)
+async def test_plug_and_unplug_refuse_what_they_cannot_take(machine: hwsim.Machine) -> None:
+    class Mute(hwsim.Actor):
+        pass
+
+    with pytest.raises(TypeError, match="statistics"):
+        machine.plug(Mute("mute"))
+    with pytest.raises(ValueError, match="was not plugged"):
+        machine.unplug(machine.ram)
+    assert "mute" not in machine.stats()
