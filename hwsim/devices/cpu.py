@@ -47,7 +47,7 @@ from .cache_unit import CacheLoad, CacheStore, LineTrace
 from .coherence import CoherentHierarchy
 from .irq import InterruptController, IrqDelivery
 from .mmu import Mmu, RecordWalkCycles, TraceTranslation, Translate, TranslateTrace
-from .pagefault import WRITE_TO_READ_ONLY, PageFault
+from .pagefault import PageFault
 
 # A request a CPU makes of a unit: (unit, message, issue cycle); the reply is (value, done).
 _Request = tuple[Actor, object, int]
@@ -140,6 +140,8 @@ class Batch:
 
 
 def _check_addr(addr: object) -> int:
+    if addr.__class__ is int and addr >= 0:  # the common case
+        return addr
     if isinstance(addr, bool) or not isinstance(addr, int | np.integer):
         raise TypeError(f"an address is an int, got {addr!r}")
     if addr < 0:
@@ -148,6 +150,8 @@ def _check_addr(addr: object) -> int:
 
 
 def _check_size(size: object) -> int:
+    if size.__class__ is int and size > 0:  # the common case
+        return size
     if isinstance(size, bool) or not isinstance(size, int | np.integer):
         raise TypeError(f"an access size is an int, got {size!r}")
     if size <= 0:
@@ -498,22 +502,9 @@ class Cpu(Actor):
         out = []
         for va, n, offset in split_pages(addr, size):
             try:
-                tr = self.mmu.model.walk(va)
+                tr = self.mmu.model.walk_for(va, write)
             except PageFault as fault:
                 raise self._explain(fault) from None
-            if write and not tr.writable:
-                raise self._explain(
-                    PageFault(
-                        va,
-                        write=True,
-                        user=False,
-                        reason=WRITE_TO_READ_ONLY,
-                        level=tr.steps[-1].level,
-                        error_code=3,
-                        steps=tr.steps,
-                        address_width=self.mmu.model.address_width,
-                    )
-                )
             out.append((tr.phys, n, offset))
         return out
 

@@ -144,6 +144,8 @@ def _check_bool(value: object, what: str) -> bool:
 
 
 def _check_cycles(value: object, what: str) -> int:
+    if value.__class__ is int and value >= 0:  # the common case
+        return value
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(f"{what} must be an int, got {value!r}")
     if value < 0:
@@ -274,6 +276,8 @@ class MmuModel:
         many entries were dropped."""
         start = _check_cycles(start, "start") & ~(PAGE_SIZE - 1)
         end = _check_cycles(end, "end")
+        if end > self._va_limit:  # checked before any entry is dropped
+            raise ValueError(f"flush_tlb_kernel_range: end {end:#x} is beyond the address space")
         pages = -(-(end - start) // PAGE_SIZE)
         if pages > TLB_SINGLE_PAGE_FLUSH_CEILING:
             return self.tlb.flush_all(include_global=True)
@@ -364,6 +368,12 @@ class MmuModel:
                 return e.phys + (vaddr - e.vaddr), t, 0
         return self._fill(vaddr, write, user, exec_, t, at is not None)
 
+    def _record_walk(self, cycles: int) -> None:
+        """Count a walk in the TLB's statistics. A walk recorded for a replay through the
+        caches (``translate_many``'s ``walk_log``) counts no cycles here: the replay times
+        it, and the caller adds them (:meth:`TlbModel.add_walk_cycles`)."""
+        self.tlb.record_walk(0 if self._walk_log is not None else cycles)
+
     def _read_entries(self, vaddr: int, t: int, timed: bool) -> tuple[list[int], list[int], int]:
         """Read the entries of ``vaddr``'s walk, from CR3 down to the leaf or the first
         not-present entry: ``(entries, their addresses, cycle reached)``."""
@@ -405,7 +415,7 @@ class MmuModel:
         depth = len(entries) - 1
         levels = self._levels
         if not entries[-1] & _PAGE_PRESENT:
-            tlb.record_walk(t - start)
+            self._record_walk(t - start)
             raise self._walk_fault(
                 vaddr, write, user, exec_, NOT_PRESENT, depth, entries, addrs, t, timed
             )
@@ -435,7 +445,7 @@ class MmuModel:
             # not RAM - device memory - so the MMU does not check leaves; the CPU does.)
             reason, bad = BEYOND_RAM, depth
         if bad >= 0:
-            tlb.record_walk(t - start)
+            self._record_walk(t - start)
             raise self._walk_fault(vaddr, write, user, exec_, reason, bad, entries, addrs, t, timed)
         if self.set_accessed_dirty:
             es = self.mode.entry_size
@@ -456,7 +466,7 @@ class MmuModel:
                         if self._walk_log is not None:
                             self._walk_log.append((self._walk_pos, addrs[d], True))
                     entries[d] = new
-        tlb.record_walk(t - start)
+        self._record_walk(t - start)
         leaf = entries[depth]
         flags = leaf & self.mode.flag_mask & ~(_PAGE_RW | _PAGE_USER | _PAGE_NX)
         if ro_at < 0:
@@ -650,3 +660,32 @@ class MmuModel:
             user=user,
             nx=nx,
         )
+
+    def walk_for(self, vaddr: int, write: bool) -> Translation:
+        """:meth:`walk`, then the rights check of a supervisor access: the functional path's
+        translation (no TLB, no statistics, no A/D bits).
+
+        Raises:
+            PageFault: as :meth:`walk`; for a write, also the hardware's protection fault,
+                naming the first level whose entry lacks RW.
+        """
+        _check_bool(write, "write")
+        t = self.walk(vaddr)
+        if write and not t.writable:
+            levels = self._levels
+            level = next(
+                levels[d].name
+                for d, step in enumerate(t.steps)
+                if levels[d].permissions and not step.entry & _PAGE_RW
+            )
+            raise PageFault(
+                t.vaddr,
+                write=True,
+                user=False,
+                reason=WRITE_TO_READ_ONLY,
+                level=level,
+                error_code=self._error_code(True, False, False, True),
+                steps=t.steps,
+                address_width=self._width,
+            )
+        return t

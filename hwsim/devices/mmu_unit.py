@@ -127,9 +127,7 @@ class Mmu(Actor):
 
     @handles(TranslateTrace)
     def _translate_trace(self, msg: TranslateTrace, at: int) -> tuple[TraceTranslation, int]:
-        log: list[tuple[int, int, bool]] = []
-        tlb = self.model.tlb
-        walk_cycles = tlb.walk_cycles  # the replay through the L1 times the walks
+        log: list[tuple[int, int, bool]] = []  # the replay through the L1 times the walks
         try:
             phys, _ = self.model.translate_many(msg.vaddrs, msg.writes, msg.user, walk_log=log)
         except PageFault as fault:
@@ -137,17 +135,15 @@ class Mmu(Actor):
             assert fault.index is not None
             self.translations += fault.index + 1
             return TraceTranslation(fault.translated, log, fault), at
-        except GeneralProtectionFault as exc:
+        except GeneralProtectionFault:
             self.gp_faults += 1
-            raise exc
-        finally:
-            tlb.walk_cycles = walk_cycles
+            raise
         self.translations += len(phys)
         return TraceTranslation(phys, log, None), at
 
     @handles(RecordWalkCycles)
     def _record_walk_cycles(self, msg: RecordWalkCycles, at: int) -> tuple[None, int]:
-        self.model.tlb.walk_cycles += msg.cycles
+        self.model.tlb.add_walk_cycles(msg.cycles)
         return None, at
 
     @handles(Invlpg)

@@ -524,6 +524,11 @@ class TlbModel:
         self.walks += 1
         self.walk_cycles += cycles
 
+    def add_walk_cycles(self, cycles: int) -> None:
+        """Add the cycles of walks counted (by :meth:`record_walk`) before they were timed:
+        a batch's walks, timed when replayed through the caches."""
+        self.walk_cycles += _check_int(cycles, "cycles")
+
     def record_hits(self, n: int) -> None:
         """Count ``n`` more hits: accesses a batched caller served from the entry that its
         previous lookup returned, with nothing in between (so the LRU order is unchanged)."""

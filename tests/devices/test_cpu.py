@@ -469,3 +469,30 @@ def test_with_the_walker_bypassing_the_caches_a_batch_still_costs_what_it_costs_
     assert batch[0] == one[0]
     assert batch[1]["l1d0"] == one[1]["l1d0"]  # the walks never touched the L1
     assert batch[1]["tlb0"]["walk_cycles"] == one[1]["tlb0"]["walk_cycles"] > 0
+
+
+@pytest.mark.machine(cpus=1)
+async def test_poke_and_store_name_the_same_read_only_level(machine: hwsim.Machine) -> None:
+    buf = await machine.kernel.vmalloc(4096)
+    pmd = machine.mmus[0].model.walk(buf).steps[-2]
+    machine.hierarchy.write(pmd.address, (pmd.entry & ~0x2).to_bytes(8, "little"))  # no RW
+    machine.flush_tlb_all()
+    with pytest.raises(hwsim.SegmentationFault) as functional:
+        machine.cpus[0].poke(buf, b"x")
+    with pytest.raises(hwsim.SegmentationFault) as timed:
+        await machine.cpus[0].store(buf, b"x")
+    for info in (functional, timed):
+        assert info.value.level == "PMD"  # type: ignore[attr-defined]
+        assert info.value.error_code == 0x3  # type: ignore[attr-defined]  # PROT | WRITE
+    assert machine.cpus[0].peek(buf, 1) == bytes(1)
+
+
+@pytest.mark.machine(cpus=1)
+async def test_a_tlb_range_flush_past_the_address_space_changes_nothing(
+    machine: hwsim.Machine,
+) -> None:
+    tlb = machine.mmus[0].model.tlb
+    before = tlb.statistics()
+    with pytest.raises(ValueError, match="beyond the address space"):
+        machine.mmus[0].model.flush_tlb_kernel_range((1 << 64) - 4096, (1 << 64) + 4096)
+    assert tlb.statistics() == before
