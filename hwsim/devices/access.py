@@ -20,11 +20,9 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
+from ..units import PAGE_SHIFT, PAGE_SIZE
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
-_EMPTY_B = np.zeros(0, dtype=np.bool_)
 
 
 def split_pages(vaddr: int, size: int) -> list[tuple[int, int, int]]:
@@ -150,17 +148,15 @@ def plan_trace(
     lines = (np.repeat(first, count) + offs) << shift
     writes = pieces.writes[:k][piece_of]
     walker = np.zeros(total, dtype=np.bool_)
-    gaps = np.zeros(total, dtype=np.int64)
-    # The first entry of each piece pays the TLB lookup.
     starts = np.cumsum(count) - count
-    gaps[starts] = tlb_latency
     bypass_total = tail = 0
+    bypass_gaps = None  # per piece: its walk's cycles, when the walker bypasses the caches
     if walk_log:
         w_piece = np.array([p for p, _, _ in walk_log], dtype=np.int64)
         if bypass_cycles is not None:
             per_piece = np.bincount(w_piece, minlength=k + 1)
             bypass_total = int(per_piece.sum()) * bypass_cycles
-            gaps[starts] += per_piece[:k] * bypass_cycles
+            bypass_gaps = per_piece[:k] * bypass_cycles
             # The faulting piece (k) has no entry to carry its walk: the CPU adds it.
             tail = int(per_piece[k]) * bypass_cycles
         else:
@@ -173,11 +169,12 @@ def plan_trace(
             writes = np.insert(writes, at, w_write)
             piece_of = np.insert(piece_of, at, w_piece)
             walker = np.insert(walker, at, True)
-            # The TLB lookup moves to the walk's first entry (the lookup comes first).
-            gaps = np.insert(gaps, at, 0)
-            g = np.flatnonzero(np.diff(np.append(-1, piece_of)) != 0)
-            gaps[:] = 0
-            gaps[g] = tlb_latency
+    # The first entry of each piece pays the TLB lookup (a walk's first read, if it walked),
+    # plus its walk when the walker bypasses the caches.
+    gaps = np.zeros(len(lines), dtype=np.int64)
+    gaps[np.flatnonzero(np.diff(np.append(-1, piece_of)) != 0)] = tlb_latency
+    if bypass_gaps is not None:
+        gaps[starts] += bypass_gaps
     return TracePlan(
         lines=lines,
         writes=writes,
