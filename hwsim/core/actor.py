@@ -161,14 +161,7 @@ class Actor:
                 exception carries a note naming the actor.
             ActorCrashed: the actor died before answering.
         """
-        if self._dead:
-            raise ActorCrashed(f"actor {self.name!r} is not running")
-        task = current_task()
-        req = Request(self, msg, int(trio.current_time()) if at is None else at, task)
-        self._queue.append(req)
-        if self._parked:
-            self._parked = False
-            reschedule(self._task)  # type: ignore[arg-type]  # parked implies a task
+        req = self._enqueue(msg, at, current_task())
         return await wait_task_rescheduled(req.abort)  # type: ignore[no-any-return]
 
     def call_nowait(self, msg: object, at: int) -> tuple[Any, int]:
@@ -193,11 +186,26 @@ class Actor:
         try:
             return fn(self, msg, at)  # type: ignore[no-any-return]
         except REFUSALS as exc:
-            if isinstance(exc, HwsimError) and exc.actor is None:
-                exc.actor = self.name
-                exc.done = self.refusal_done(exc, at)
-            exc.add_note(f"(raised by actor {self.name!r} handling {_short(msg)}, atomic)")
+            self._refused(exc, msg, at, ", atomic")
             raise
+
+    def _refused(self, exc: BaseException, msg: object, at: int, how: str = "") -> None:
+        """Mark a refusal: the actor's name and the cycle its work ended on a hwsim error,
+        and a note naming the actor and (the start of) the message."""
+        if isinstance(exc, HwsimError) and exc.actor is None:
+            exc.actor = self.name
+            exc.done = self.refusal_done(exc, at)
+        exc.add_note(f"(raised by actor {self.name!r} handling {_short(msg)}{how})")
+
+    def _enqueue(self, msg: object, at: int | None, task: Task | None) -> Request:
+        if self._dead:
+            raise ActorCrashed(f"actor {self.name!r} is not running")
+        req = Request(self, msg, int(trio.current_time()) if at is None else at, task)
+        self._queue.append(req)
+        if self._parked:
+            self._parked = False
+            reschedule(self._task)  # type: ignore[arg-type]  # parked implies a task
+        return req
 
     def refusal_done(self, exc: HwsimError, at: int) -> int | None:
         """The cycle a refused request's work ended (None: refused before any work).
@@ -211,12 +219,7 @@ class Actor:
         An error raised while handling a posted message has nobody to go to, so it ends
         the actor (and the machine) with :class:`~hwsim.ActorCrashed`.
         """
-        if self._dead:
-            raise ActorCrashed(f"actor {self.name!r} is not running")
-        self._queue.append(Request(self, msg, int(trio.current_time()) if at is None else at, None))
-        if self._parked:
-            self._parked = False
-            reschedule(self._task)  # type: ignore[arg-type]  # parked implies a task
+        self._enqueue(msg, at, None)
 
     # ------------------------------------------------------------------ server side
 
@@ -257,10 +260,7 @@ class Actor:
                                 f"actor {self.name!r} failed on a posted "
                                 f"{type(msg).__name__} message: {exc}"
                             ) from exc
-                        if isinstance(exc, HwsimError) and exc.actor is None:
-                            exc.actor = self.name
-                            exc.done = self.refusal_done(exc, req.at)
-                        exc.add_note(f"(raised by actor {self.name!r} handling {_short(msg)})")
+                        self._refused(exc, msg, req.at)
                         reply: outcome.Outcome[Any] = outcome.Error(exc)
                         result = None
                     else:
