@@ -391,7 +391,6 @@ class InterruptController(Actor):
         self.model = model
         self.timer = timer
         self.cpus: Sequence[Actor] = cpus
-        self.masked = 0  # raises of lines nobody requested (their pin is masked)
 
     def deliver(self, deliveries: Iterable[IrqDelivery]) -> None:
         """Send each delivery to its CPU at its cycle."""
@@ -428,7 +427,6 @@ class InterruptController(Actor):
             # No driver has requested the line: Linux keeps its IO-APIC pin masked (it is
             # unmasked by request_irq, masked again by the last free_irq), so nothing is
             # delivered and nothing counts as spurious.
-            self.masked += 1
             return None, at
         self.deliver(self.model.raise_irq(msg.irq, at))
         return None, at
