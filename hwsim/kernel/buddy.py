@@ -642,15 +642,25 @@ class BuddyAllocator:
                 f"free_pages: double free of pfn {pfn:#x} (order {order}): the page is already "
                 "free (BUG: Bad page state: page_ref_count(page) == 0)"
             )
-        for o in range(1, NR_PAGE_ORDERS):
-            head = pfn & ~((1 << o) - 1)
-            if self.allocated.get(head, -1) >= o:
-                raise InvalidFree(
-                    f"free_pages: pfn {pfn:#x} is inside the order-{self.allocated[head]} block "
-                    f"allocated at pfn {head:#x}; free that block with free_pages({head:#x}, "
-                    f"{self.allocated[head]})"
-                )
+        block = self.block_of(pfn)
+        if block is not None and block[0] != pfn:
+            head, got = block
+            raise InvalidFree(
+                f"free_pages: pfn {pfn:#x} is inside the order-{got} block allocated at pfn "
+                f"{head:#x}; free that block with free_pages({head:#x}, {got})"
+            )
         raise InvalidFree(f"free_pages: pfn {pfn:#x} was not allocated by alloc_pages")
+
+    def block_of(self, pfn: int) -> tuple[int, int] | None:
+        """The allocated block holding page ``pfn``: ``(head pfn, order)``, or None (a free,
+        per-CPU-listed or reserved page)."""
+        allocated = self.allocated
+        for order in range(NR_PAGE_ORDERS):
+            head = pfn & ~((1 << order) - 1)
+            got = allocated.get(head)
+            if got is not None and got >= order:
+                return head, got
+        return None
 
     def _is_free(self, pfn: int) -> bool:
         for o in range(NR_PAGE_ORDERS):

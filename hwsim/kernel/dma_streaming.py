@@ -30,7 +30,6 @@ from .dma_device import (
 from .dma_device import check_dev as _check_dev
 from .dma_device import check_direction as _check_direction
 from .scatterlist import ScatterList
-from .zones import MAX_PAGE_ORDER
 
 if TYPE_CHECKING:
     from .dma_api import DmaApi
@@ -43,11 +42,8 @@ def _check_allocated(api: DmaApi, dev: DmaDevice, phys: int, size: int, what: st
         raise DmaMappingError(
             f"DMA-API: {dev.name}: {what} {phys:#x}+{size} is beyond the end of RAM"
         )
-    allocated = api.buddy.allocated
     for pfn in range(phys >> PAGE_SHIFT, ((phys + size - 1) >> PAGE_SHIFT) + 1):
-        if not any(
-            allocated.get(pfn & ~((1 << o) - 1), -1) >= o for o in range(MAX_PAGE_ORDER + 1)
-        ):
+        if api.buddy.block_of(pfn) is None:
             raise DmaMappingError(
                 f"DMA-API: {dev.name}: device driver maps memory that is not allocated "
                 f"[{what}] [pfn={pfn:#x}]: map only buffers from kmalloc, alloc_pages or "

@@ -466,14 +466,14 @@ class Kmalloc:
                 )
         pfn = (addr - layout.page_offset) >> PAGE_SHIFT
         buddy = self.buddy
-        for order in range(MAX_PAGE_ORDER + 1):
-            head = pfn & ~((1 << order) - 1)
-            if buddy.allocated.get(head, -1) >= order:
-                return InvalidFree(
-                    f"{func}({addr:#x}): pfn {pfn:#x} is part of an order-"
-                    f"{buddy.allocated[head]} block from alloc_pages() (at pfn {head:#x}), "
-                    "not kmalloc memory: free it with free_pages()/__free_pages()"
-                )
+        block = buddy.block_of(pfn)
+        if block is not None:
+            head, order = block
+            return InvalidFree(
+                f"{func}({addr:#x}): pfn {pfn:#x} is part of an order-{order} block from "
+                f"alloc_pages() (at pfn {head:#x}), not kmalloc memory: free it with "
+                "free_pages()/__free_pages()"
+            )
         if addr & (PAGE_SIZE - 1) == 0 and buddy._is_free(pfn):
             return DoubleFree(
                 f"{func}({addr:#x}): the page at pfn {pfn:#x} is already free: a double free "

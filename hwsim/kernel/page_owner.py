@@ -37,7 +37,6 @@ from .kmalloc import Kmalloc
 from .pagetable import KernelPageTable
 from .slab import SlabAllocator
 from .vmalloc import VmallocAllocator
-from .zones import NR_PAGE_ORDERS
 
 
 class PageOwner:
@@ -111,7 +110,7 @@ class PageOwner:
         slab = self.slab.virt_to_slab(layout.pfn_to_virt(pfn))
         if slab is not None:
             return f"slab {slab.cache.name}"
-        head, order = self._block(pfn)
+        head, order = self.buddy.block_of(pfn) or (None, 0)
         if head is not None:
             addr = layout.pfn_to_virt(head)
             if self.kmalloc.allocated_size(addr):
@@ -125,13 +124,3 @@ class PageOwner:
         if head is not None:
             return f"alloc_pages pfn {head:#x} (order {order})"
         return None
-
-    def _block(self, pfn: int) -> tuple[int | None, int]:
-        """The allocated buddy block holding ``pfn``: (head pfn, order), or (None, 0)."""
-        allocated = self.buddy.allocated
-        for order in range(NR_PAGE_ORDERS):
-            head = pfn & ~((1 << order) - 1)
-            got = allocated.get(head)
-            if got is not None and got >= order:
-                return head, got
-        return None, 0
