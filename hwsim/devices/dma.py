@@ -678,6 +678,11 @@ class DmaController(Actor):
         desc = DmaDescriptor(dst, length, MEM_TO_MEM, src_bus=src, expected_owner=expected_owner)
         return await self.submit(desc)
 
+    @property
+    def busy(self) -> bool:
+        """Whether any transfer is in flight (what frees check first, cheaply)."""
+        return bool(self._in_flight)
+
     def in_flight(self, phys: int, size: int) -> list[Transfer]:
         """The transfers not yet complete that read or write ``[phys, phys + size)``."""
         end = phys + size

@@ -20,7 +20,7 @@ from ..core.actor import Actor
 from ..devices.cpu import Cpu
 from ..devices.irq import FreeIrq, RequestIrq
 from ..errors import DmaInFlight, HwsimError, OutOfMemory
-from ..units import PAGE_SIZE
+from ..units import PAGE_SHIFT, PAGE_SIZE
 from . import gfp as G
 from .buddy import AllocPages, AllocPagesBulk, BuddyAllocator, BuddyService, FreePages
 from .dma_api import DmaDevice
@@ -141,7 +141,7 @@ class Kernel:
             InvalidFree: ``pfn`` was not allocated with this order.
         """
         if isinstance(pfn, int) and isinstance(order, int) and 0 <= order <= 10 and pfn >= 0:
-            self._check_no_dma(pfn << 12, PAGE_SIZE << order, "free_pages")
+            self._check_no_dma(pfn << PAGE_SHIFT, PAGE_SIZE << order, "free_pages")
         await self._call(self._buddy, FreePages(pfn, order, self.cpu))
 
     async def alloc_pages_bulk(self, nr_pages: int, gfp: int = G.GFP_KERNEL) -> list[int]:
@@ -221,13 +221,7 @@ class Kernel:
 
     async def krealloc(self, addr: int | None, new_size: int, gfp: int = G.GFP_KERNEL) -> int:
         """``krealloc()``: in place when ``ksize(addr) >= new_size``, else copy and free."""
-        if (
-            self._services.get("dma") is not None
-            and isinstance(addr, int)
-            and self.layout.is_direct_map_addr(addr)
-        ):
-            size = self._slab.kmalloc.allocated_size(addr)  # type: ignore[attr-defined]
-            self._check_direct(addr, size, "krealloc")
+        self._check_kmalloc_idle(addr, "krealloc")
         return int(await self._call(self._slab, KreallocMsg(addr, new_size, gfp, self.cpu)))
 
     async def kfree(self, addr: int | None) -> None:
@@ -237,13 +231,7 @@ class Kernel:
             InvalidFree: not kmalloc memory (a vmalloc address needs vfree or kvfree).
             DoubleFree: "Object already free".
         """
-        if (
-            self._services.get("dma") is not None
-            and isinstance(addr, int)
-            and self.layout.is_direct_map_addr(addr)
-        ):
-            size = self._slab.kmalloc.allocated_size(addr)  # type: ignore[attr-defined]
-            self._check_direct(addr, size, "kfree")
+        self._check_kmalloc_idle(addr, "kfree")
         await self._call(self._slab, KfreeMsg(addr, self.cpu))
 
     async def ksize(self, addr: int | None) -> int:
@@ -308,9 +296,9 @@ class Kernel:
                 the start of a live area ("Trying to vfree() nonexistent vm area").
             DoubleFree: freed twice.
         """
-        if self._services.get("dma") is not None and isinstance(addr, int):
+        if self._dma_busy():
             for pfn in self._vmalloc.model.area_pfns(addr):  # type: ignore[attr-defined]
-                self._check_no_dma(pfn << 12, PAGE_SIZE, "vfree")
+                self._check_no_dma(pfn << PAGE_SHIFT, PAGE_SIZE, "vfree")
         await self._call(self._vmalloc, Vfree(addr, self.cpu))
 
     async def vmalloc_to_pfn(self, addr: int) -> int:
@@ -354,12 +342,23 @@ class Kernel:
             )
         return device
 
+    def _dma_busy(self) -> bool:
+        """Whether some DMA transfer is in flight: the frees' checks below do their work
+        (sizes, ranges) only then."""
+        dma = self._services.get("dma")
+        return dma is not None and bool(dma.busy)
+
+    def _check_kmalloc_idle(self, addr: object, what: str) -> None:
+        """Refuse to free (or move) a kmalloc buffer a transfer still uses."""
+        if self._dma_busy() and isinstance(addr, int) and self.layout.is_direct_map_addr(addr):
+            size = self._slab.kmalloc.allocated_size(addr)  # type: ignore[attr-defined]
+            self._check_direct(addr, size, what)
+
     def _check_no_dma(self, phys: int, size: int, what: str) -> None:
         """Refuse to free or unmap memory a DMA transfer still uses (nothing changes)."""
-        dma = self._services.get("dma")
-        if dma is None:
+        if not self._dma_busy():
             return
-        busy = dma.in_flight(phys, size)
+        busy = self._services["dma"].in_flight(phys, size)
         if busy:
             t = busy[0]
             raise DmaInFlight(
@@ -379,7 +378,7 @@ class Kernel:
         """Refuse to unmap a mapping whose memory a transfer still uses: the ranges the
         device really reaches (the bounce slots, the pages behind the IOMMU). A bad handle
         matches nothing here; the service then reports it in dma-debug's words."""
-        if self._services.get("dma") is None:
+        if not self._dma_busy():
             return
         model = self._service("dma_api").model  # type: ignore[attr-defined]
         if sglist is None and (isinstance(dma_addr, bool) or not isinstance(dma_addr, int)):
