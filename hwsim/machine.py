@@ -75,6 +75,14 @@ class _ProcSources:
             for a in self.vmalloc.areas()
         ]
 
+    def node_stats(self) -> dict[str, int]:
+        """zoneinfo's per-node counters, in pages: the same figures meminfo shows in kB."""
+        return {
+            "nr_slab_reclaimable": self.slab.nr_slab_reclaimable,
+            "nr_slab_unreclaimable": self.slab.nr_slab_unreclaimable,
+            "nr_page_table_pages": self.pagetable.nr_pagetable_pages,
+        }
+
     def meminfo(self) -> MeminfoSources:
         return meminfo_sources(
             self.buddy,
@@ -268,6 +276,7 @@ class Machine:
             vmallocinfo=sources.vmallocinfo_rows,
             slabinfo=self.slab.model.slabinfo,
             meminfo=sources.meminfo,
+            node_stats=sources.node_stats,
         )
         self.proc.register("interrupts", self.irq.model.render_interrupts)
         # Who owns each page: what the DMA controller's naive-driver detector asks.

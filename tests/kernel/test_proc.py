@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import hwsim
 from hwsim.kernel.buddy import BuddyAllocator
 from hwsim.kernel.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
 from hwsim.kernel.layout import layout_for
@@ -876,3 +877,23 @@ def test_procps_slabtop_shows_our_caches_and_totals(tmp_path: Path) -> None:
     assert rows["kmalloc-1k"][:2] == ["112", "100"]
     assert rows["kmalloc-1k"][4:6] == ["7", "16"]
     assert rows["kmalloc-1k"][6] == "112K"  # 7 slabs * 4 pages * 4 KiB
+
+
+@pytest.mark.machine(cpus=1)
+async def test_zoneinfo_per_node_counters_agree_with_meminfo(machine: hwsim.Machine) -> None:
+    await machine.kernel.kmalloc(100)
+    await machine.kernel.vmalloc(8192)
+
+    def meminfo_kb(field: str) -> int:
+        line = next(x for x in machine.proc.read("meminfo").splitlines() if x.startswith(field))
+        return int(line.split()[1])
+
+    def zoneinfo(counter: str) -> int:
+        line = next(
+            x for x in machine.proc.read("zoneinfo").splitlines() if x.split()[:1] == [counter]
+        )
+        return int(line.split()[1])
+
+    assert zoneinfo("nr_page_table_pages") * 4 == meminfo_kb("PageTables:") > 0
+    assert zoneinfo("nr_slab_unreclaimable") * 4 == meminfo_kb("SUnreclaim:") > 0
+    assert zoneinfo("nr_slab_reclaimable") * 4 == meminfo_kb("SReclaimable:")

@@ -50,20 +50,24 @@ class Proc:
         vmallocinfo: Callable[[], Iterable[VmallocInfoRow]] | None = None,
         meminfo: Callable[[], MeminfoSources] | None = None,
         layout: Layout | None = None,
+        node_stats: Callable[[], Mapping[str, int]] | None = None,
     ) -> Proc:
         """The files of a machine with this page allocator.
 
         buddyinfo, pagetypeinfo and zoneinfo come from ``buddy``. meminfo comes from
         ``meminfo`` if given, else from the allocator alone (:func:`meminfo_sources`).
         slabinfo and vmallocinfo exist only when their sources are given, each a function
-        returning the rows at the time of the read.
+        returning the rows at the time of the read; ``node_stats`` gives zoneinfo's per-node
+        counters (slab and page-table pages, as meminfo counts them).
         """
         config = config or ProcConfig.for_arch(buddy.arch)
         cfg = config
         files: dict[str, Renderer] = {
             "buddyinfo": lambda: render_buddyinfo(buddy.zones),
             "pagetypeinfo": lambda: render_pagetypeinfo(buddy, cfg),
-            "zoneinfo": lambda: render_zoneinfo(buddy, cfg),
+            "zoneinfo": lambda: render_zoneinfo(
+                buddy, cfg, node_stats=None if node_stats is None else node_stats()
+            ),
         }
         source = meminfo or (lambda: meminfo_sources(buddy, cfg, layout=layout))
         files["meminfo"] = lambda: render_meminfo(source(), cfg)
