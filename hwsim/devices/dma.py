@@ -466,23 +466,15 @@ class DmaControllerModel:
         w = np.concatenate(write_parts)
         moved = sum(p.desc.length for p in planned)
         ram = self.ram
-        transfers = -(-size_arr // ram.bytes_per_cycle)
+        transfers = ram.transfer_cycles(size_arr)
         engine = -(-moved // self.bytes_per_cycle)
         channel = int(transfers.sum())
         k = len(transfers)
         # The chain is paced at the engine's speed: the idle cycles between bursts are
         # spread evenly (integer cycles; the remainder is made up by the engine bound).
+        # Not timed_burst, whose chain waits for each access's latency.
         gap = max(0, (engine - channel) // k)
-        delays = ram.calendar.book(start, transfers, gap)
-        queued = int(delays.sum())
-        # RamModel keeps its counters as public fields; a DMA stream is booked here rather
-        # than through timed_burst, whose chain waits for each access's latency.
-        ram.busy_cycles += channel
-        ram.queued_cycles += queued
-        ram.writes += int(w.sum())
-        ram.reads += k - int(w.sum())
-        ram.bytes_written += int(size_arr[w].sum())
-        ram.bytes_read += int(size_arr[~w].sum())
+        queued = int(ram.book_chain(start, size_arr, w, transfers, gap).sum())
         chain_end = start + channel + (k - 1) * gap + queued
         done = max(chain_end, start + engine) + ram.latency
         # A chain's later descriptors are fetched from memory by the engine (the first is

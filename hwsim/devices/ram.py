@@ -572,20 +572,39 @@ class RamModel:
         if int(addrs.min()) < 0 or int(ends.max()) > self.size or int(sizes.min()) <= 0:
             bad = np.flatnonzero((addrs < 0) | (ends > self.size) | (sizes <= 0))[0]
             self.check_range(int(addrs[bad]), int(sizes[bad]))
-        transfers = -(-sizes // self.bytes_per_cycle)
-        delays = self.calendar.book(at, transfers, self.latency)
+        transfers = self.transfer_cycles(sizes)
+        delays = self.book_chain(at, sizes, writes, transfers, self.latency)
         latencies = transfers + self.latency
         latencies += delays
         done = at + int(latencies.sum())
+        return latencies, done
+
+    def transfer_cycles(self, sizes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Cycles each access of ``sizes`` bytes occupies the channel."""
+        return -(-sizes // self.bytes_per_cycle)
+
+    def book_chain(
+        self,
+        at: int,
+        sizes: npt.NDArray[np.int64],
+        writes: npt.NDArray[np.bool_],
+        transfers: npt.NDArray[np.int64],
+        gap: int,
+    ) -> npt.NDArray[np.int64]:
+        """Book a chain of transfers issued from ``at``, ``gap`` idle cycles apart (the RAM
+        latency for a CPU's dependent accesses; a DMA engine's pacing), and count them:
+        the per-transfer queueing delays (:meth:`ChannelCalendar.book`). The arrays are
+        the caller's, already checked."""
+        delays = self.calendar.book(at, transfers, gap)
         self.busy_cycles += int(transfers.sum())
         self.queued_cycles += int(delays.sum())
         n_writes = int(writes.sum())
         self.writes += n_writes
-        self.reads += len(addrs) - n_writes
+        self.reads += len(sizes) - n_writes
         written = int(sizes[writes].sum())
         self.bytes_written += written
         self.bytes_read += int(sizes.sum()) - written
-        return latencies, done
+        return delays
 
     def statistics(self) -> RamStatistics:
         return RamStatistics(
