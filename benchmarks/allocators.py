@@ -20,14 +20,13 @@ available yet" while missing.
 
 from __future__ import annotations
 
-import importlib
 import random
 import statistics
 from collections.abc import Callable
 from functools import partial
 from itertools import islice
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
@@ -35,8 +34,10 @@ import trio
 import hwsim
 from hwsim.devices.ram import RamModel
 from hwsim.kernel.buddy import BuddyAllocator
+from hwsim.kernel.kmalloc import Kmalloc
 from hwsim.kernel.layout import Layout, layout_for
 from hwsim.kernel.pagetable import KernelPageTable
+from hwsim.kernel.slab import SlabAllocator
 from hwsim.kernel.vmalloc import VmallocAllocator
 
 from .echo import Echo, Ping
@@ -93,29 +94,10 @@ def fresh_models() -> Models:
     return Models(ram, buddy, layout, pagetable, VmallocAllocator(buddy, pagetable, layout, ram))
 
 
-def kmalloc_factory() -> Callable[[Models], Any] | str:
-    """A function building the kmalloc model on fresh models, or why there is none yet.
-
-    Imported by name at run time: the model is being written, and this benchmark must run
-    (and type-check) with or without it.
-    """
-    try:
-        kmalloc = importlib.import_module("hwsim.kernel.kmalloc")
-        slab = importlib.import_module("hwsim.kernel.slab")
-        kmalloc_cls, slab_cls = kmalloc.Kmalloc, slab.SlabAllocator
-    except (ImportError, AttributeError) as exc:
-        return f"not available yet ({type(exc).__name__}: {exc})"
-
-    def build(models: Models) -> Any:
-        slabs = slab_cls(models.buddy, models.ram, models.layout, 1)
-        return kmalloc_cls(slabs, models.buddy, models.ram, models.layout)
-
-    try:  # a model still being written may import but not work yet
-        km = build(fresh_models())
-        km.kfree(km.kmalloc(KMALLOC_MIN))
-    except Exception as exc:
-        return f"not working yet ({type(exc).__name__}: {exc})"
-    return build
+def build_kmalloc(models: Models) -> Kmalloc:
+    """The kmalloc model (on its own SLUB allocator) over fresh models."""
+    slabs = SlabAllocator(models.buddy, models.ram, models.layout, 1)
+    return Kmalloc(slabs, models.buddy, models.ram, models.layout)
 
 
 def per_pair(block: Callable[[int], None], pairs: int, size: int) -> float:
@@ -176,7 +158,7 @@ def kmalloc_size(rng: random.Random) -> int:
     return min(KMALLOC_MAX, int(KMALLOC_MIN * (KMALLOC_MAX / KMALLOC_MIN) ** rng.random()))
 
 
-def kmalloc_mixed(build: Callable[[Models], Any], pairs: int) -> float:
+def kmalloc_mixed(build: Callable[[Models], Kmalloc], pairs: int) -> float:
     """64 live objects of 8..8192 bytes; each step kfrees a random one and kmallocs anew."""
     km = build(fresh_models())
     kmalloc, kfree = km.kmalloc, km.kfree
@@ -215,14 +197,10 @@ def model_level(settings: Settings, section: Section) -> None:
             partial(buddy_mixed, pairs),
         ),
     }
-    kmalloc = kmalloc_factory()
-    if isinstance(kmalloc, str):
-        section.notes.append(f"kmalloc model (hwsim.kernel.kmalloc): {kmalloc}")
-    else:
-        variants["kmalloc_mixed"] = (
-            f"kmalloc {KMALLOC_MIN}..{KMALLOC_MAX} B, {WORKING_SET} live, free random + alloc",
-            partial(kmalloc_mixed, kmalloc, pairs),
-        )
+    variants["kmalloc_mixed"] = (
+        f"kmalloc {KMALLOC_MIN}..{KMALLOC_MAX} B, {WORKING_SET} live, free random + alloc",
+        partial(kmalloc_mixed, build_kmalloc, pairs),
+    )
     variants["vmalloc_64k"] = (
         "vmalloc(64 KiB) + vfree",
         partial(vmalloc_64k, settings.vmalloc_pairs),
@@ -247,15 +225,6 @@ def model_level(settings: Settings, section: Section) -> None:
 
 
 # ---------------------------------------------------------------------- through the actors
-
-
-async def kmalloc_works(kmalloc: Any, kfree: Any) -> bool:
-    """Whether ``machine.kernel.kmalloc``/``kfree`` (still being wired) can be called."""
-    try:
-        await kfree(await kmalloc(KMALLOC_MIN))
-    except Exception:
-        return False
-    return True
 
 
 async def actor_blocks(quantum: int, blocks: int) -> dict[str, list[float]]:
@@ -298,18 +267,15 @@ async def actor_blocks(quantum: int, blocks: int) -> dict[str, list[float]]:
             return elapsed / len(got)
 
         variants = {"echo": echo_calls, "pages": page_calls, "bulk": bulk_calls}
-        kmalloc = getattr(kernel, "kmalloc", None)
-        kfree = getattr(kernel, "kfree", None)
-        if kmalloc is not None and kfree is not None and await kmalloc_works(kmalloc, kfree):
-            sizes = [size for _, size in schedule(kmalloc_size, CALL_BLOCK)]
+        sizes = [size for _, size in schedule(kmalloc_size, CALL_BLOCK)]
 
-            async def kmalloc_calls() -> float:
-                start = perf_counter()
-                for size in sizes:
-                    await kfree(await kmalloc(size))
-                return (perf_counter() - start) / (2 * CALL_BLOCK)
+        async def kmalloc_calls() -> float:
+            start = perf_counter()
+            for size in sizes:
+                await kernel.kfree(await kernel.kmalloc(size))
+            return (perf_counter() - start) / (2 * CALL_BLOCK)
 
-            variants["kmalloc"] = kmalloc_calls
+        variants["kmalloc"] = kmalloc_calls
 
         keys = list(variants)
         for key in keys:  # warm up
@@ -367,17 +333,12 @@ def actor_level(settings: Settings, section: Section) -> None:
             f"bulk_{q}",
             f"pages_{q}",
         )
-    if all("kmalloc" in times[q] for q in QUANTA):
-        for q in QUANTA:
-            section.ratio(
-                f"kmalloc_call_vs_floor_{q}",
-                f"kmalloc/kfree call / actor.call floor, {QUANTUM_LABEL[q]}",
-                f"kmalloc_{q}",
-                f"echo_{q}",
-            )
-    else:
-        section.notes.append(
-            "machine.kernel.kmalloc/kfree: not available yet (missing or failing; not measured)"
+    for q in QUANTA:
+        section.ratio(
+            f"kmalloc_call_vs_floor_{q}",
+            f"kmalloc/kfree call / actor.call floor, {QUANTUM_LABEL[q]}",
+            f"kmalloc_{q}",
+            f"echo_{q}",
         )
     section.notes.append(
         "quantum=0: every kernel call sleeps until its completion cycle (a virtual-time jump "
